@@ -1,0 +1,52 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint check prereqs venv stack-up stack-down stack-status bench clean
+
+prereqs:
+	@deploy/prereqs.sh
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: prereqs $(STAMP)
+
+demo: venv
+	$(BIN)/bluegreen stack up
+	$(BIN)/bluegreen demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	@deploy/prereqs.sh --with-test-tools
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+check: lint test
+
+stack-up: venv
+	$(BIN)/bluegreen stack up
+
+stack-down: $(STAMP)
+	$(BIN)/bluegreen stack down
+
+stack-status: $(STAMP)
+	$(BIN)/bluegreen stack status
+
+bench: venv
+	$(BIN)/bluegreen stack up
+	$(BIN)/bluegreen bench $(BENCH_ARGS)
+
+clean:
+	-$(BIN)/bluegreen stack down
+	rm -rf .bluegreen .bluegreen-test $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""Root of the CLI: global options and the sub-commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bluegreen import __version__
+from bluegreen.cli import stack_cmd
+from bluegreen.cli.context import CliContext
+
+app = typer.Typer(
+    name="bluegreen",
+    help="Zero-downtime blue-green migration of a product catalog through Apache Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(stack_cmd.app, name="stack")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bluegreen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="BLUEGREEN_CONFIG",
+            help="TOML file with settings (environment variables BLUEGREEN_* override it).",
+            show_envvar=True,
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option("--log-format", help="console or json (default: BLUEGREEN_LOG__FORMAT)."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    ctx.obj = CliContext(config_file=config, log_format=log_format)

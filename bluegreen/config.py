@@ -1,0 +1,234 @@
+"""The one configuration model, built once at the CLI edge and frozen.
+
+Sources, strongest first: values passed by the CLI, environment variables
+(prefix ``BLUEGREEN_``, nested with ``__``, e.g. ``BLUEGREEN_KAFKA__TOPIC``),
+an optional TOML file (``--config`` or ``BLUEGREEN_CONFIG``), then defaults.
+Library code receives a ``Settings`` object and never reads ``os.environ``.
+
+Secrets (DSNs, Kafka passwords) are ``SecretStr``: their repr is masked, so
+they cannot leak through logs, tracebacks or ``--help``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bluegreen.errors import ConfigError
+
+ENV_PREFIX = "BLUEGREEN_"
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "bluegreen_config_file", default=None
+)
+
+# librdkafka settings that would break the delivery guarantees if overridden.
+_REFUSED_KAFKA_EXTRA = {
+    "enable.auto.commit": "offsets are committed only after green committed the batch",
+    "enable.auto.offset.store": "offsets are stored only after green committed the batch",
+    "enable.idempotence": "producers must be idempotent to keep per-key order on retries",
+    "acks": "producers need acks=all so an acknowledged message survives a broker failure",
+    "partitioner": "every producer must use the same partitioner so one key has one partition",
+}
+
+_BOOTSTRAP = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}(,[A-Za-z0-9_.\-\[\]:]+:\d{1,5})*$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Frozen):
+    # Empty: the local stack's broker (filled in by Settings from stack.kafka_port).
+    bootstrap_servers: str = ""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    # Any other librdkafka setting, passed through as is (see _REFUSED_KAFKA_EXTRA).
+    extra: dict[str, str] = Field(default_factory=dict)
+    topic: str = "bluegreen.catalog.changes"
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    dlq_topic: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSettings:
+        if self.bootstrap_servers and not _BOOTSTRAP.match(self.bootstrap_servers):
+            raise ValueError(
+                "bootstrap_servers must be host:port[,host:port...], "
+                f"got {self.bootstrap_servers!r}"
+            )
+        for key in self.extra:
+            if key in _REFUSED_KAFKA_EXTRA:
+                raise ValueError(f"extra.{key} cannot be overridden: {_REFUSED_KAFKA_EXTRA[key]}")
+        if self.sasl_mechanism and not self.security_protocol.startswith("SASL"):
+            raise ValueError("sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL")
+        if not self.dlq_topic:
+            object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
+        return self
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings common to every client; the only place secrets are revealed."""
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        optional: dict[str, str | None] = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": _reveal(self.sasl_password),
+            "ssl.ca.location": _path(self.ssl_ca_location),
+            "ssl.certificate.location": _path(self.ssl_certificate_location),
+            "ssl.key.location": _path(self.ssl_key_location),
+            "ssl.key.password": _reveal(self.ssl_key_password),
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(self.extra)
+        return conf
+
+
+class StackSettings(_Frozen):
+    """Where and how `bluegreen stack` runs the local services."""
+
+    host: str = "127.0.0.1"
+    state_dir: Path = Path(".bluegreen")
+    pg_bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
+    blue_port: int = Field(default=55432, ge=1024, le=65535)
+    green_port: int = Field(default=55433, ge=1024, le=65535)
+    control_port: int = Field(default=55434, ge=1024, le=65535)
+    kafka_port: int = Field(default=59092, ge=1024, le=65535)
+    kafka_controller_port: int = Field(default=59093, ge=1024, le=65535)
+    kafka_version: str = "4.4.0"
+    kafka_heap_mb: int = Field(default=512, ge=128)
+    jar_cache_dir: Path = Path.home() / ".cache" / "bluegreen" / "kafka"
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> StackSettings:
+        if self.host not in {"127.0.0.1", "::1", "localhost"}:
+            raise ValueError(f"host must be a loopback address, got {self.host!r}")
+        ports = [
+            self.blue_port,
+            self.green_port,
+            self.control_port,
+            self.kafka_port,
+            self.kafka_controller_port,
+        ]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"stack ports must be distinct, got {ports}")
+        return self
+
+
+class MetricsSettings(_Frozen):
+    """Where a service exposes /metrics; each service command may override the port."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)  # None: off; 0: any free port
+
+
+class LogSettings(_Frozen):
+    format: Literal["console", "json"] = "console"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    blue_dsn: SecretStr = SecretStr("")
+    green_dsn: SecretStr = SecretStr("")
+    control_dsn: SecretStr = SecretStr("")
+    kafka: KafkaSettings = KafkaSettings()
+    stack: StackSettings = StackSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _default_to_local_stack(self) -> Settings:
+        """Unset DSNs and Kafka bootstrap servers point at the local stack."""
+        stack = self.stack
+        if not self.kafka.bootstrap_servers:
+            local = f"{stack.host}:{stack.kafka_port}"
+            object.__setattr__(
+                self, "kafka", self.kafka.model_copy(update={"bootstrap_servers": local})
+            )
+        for name, port, db in (
+            ("blue_dsn", stack.blue_port, "blue"),
+            ("green_dsn", stack.green_port, "green"),
+            ("control_dsn", stack.control_port, "control"),
+        ):
+            value: SecretStr = getattr(self, name)
+            if not value.get_secret_value():
+                local = f"postgresql://postgres@{stack.host}:{port}/{db}"
+                object.__setattr__(self, name, SecretStr(local))
+            elif not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+                raise ValueError(f"{name} must be a postgresql:// URL")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _CONFIG_FILE.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build the frozen settings, or raise ConfigError naming every bad setting."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist or is not a file")
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        path = [str(p) for p in err["loc"]]
+        env = ENV_PREFIX + "__".join(path).upper() if path else "(settings)"
+        dotted = ".".join(path) or "(settings)"
+        # Never echo the offending input: it may be a secret.
+        lines.append(f"  {dotted} (env {env}): {err['msg']}")
+    return "\n".join(lines)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)

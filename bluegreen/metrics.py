@@ -1,0 +1,53 @@
+"""Every Prometheus metric of bluegreen, defined once, with its unit in the name.
+
+Metrics are created against an injected registry (tests use a fresh one; services
+use one per process) and exposed on ``/metrics`` by ``serve``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from bluegreen.config import MetricsSettings
+
+
+class Metrics:
+    """The metric families; each service touches the ones it owns."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        # -- process-wide --------------------------------------------------------------------
+        self.service_info = Gauge(
+            "bluegreen_service_up",
+            "1 while a bluegreen service runs; label service names it.",
+            ["service"],
+            registry=r,
+        )
+        self.kafka_produce_errors = Counter(
+            "bluegreen_kafka_produce_errors_total",
+            "Messages whose delivery the broker reported as failed, by producer.",
+            ["producer"],
+            registry=r,
+        )
+        self.kafka_messages_produced = Counter(
+            "bluegreen_kafka_messages_produced_total",
+            "Messages acknowledged by the broker, by producer.",
+            ["producer"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "bluegreen_step_seconds",
+            "Wall time of one unit of work of a service step, by step.",
+            ["step"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+
+
+def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:
+    """Expose /metrics on settings.host:settings.port; return the bound port (None if off)."""
+    if settings.port is None:
+        return None
+    server, _thread = start_http_server(settings.port, addr=settings.host, registry=registry)
+    return int(server.server_port)
