@@ -20,3 +20,7 @@ class SerializationError(BluegreenError):
 
 class SchemaCompatibilityError(BluegreenError):
     """A schema change would break readers of older data or older readers of new data."""
+
+
+class TransformError(BluegreenError):
+    """A blue change cannot be mapped to green; the message says why (it goes to the DLQ)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from bluegreen import __version__
-from bluegreen.cli import stack_cmd
+from bluegreen.cli import bench_cmd, schemas_cmd, seed_cmd, stack_cmd
 from bluegreen.cli.context import CliContext
 
 app = typer.Typer(
@@ -19,6 +19,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(schemas_cmd.app, name="schemas")
+app.command("seed")(seed_cmd.seed)
+app.add_typer(bench_cmd.app, name="bench")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,46 @@
+"""Create blue's and green's tables from the SQLAlchemy models."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from sqlalchemy import create_engine, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from bluegreen.db import sqlalchemy_url
+from schemas.catalog.blue import BlueBase
+from schemas.catalog.green import SCHEMAS, GreenBase
+
+
+def create_blue(dsn: SecretStr) -> None:
+    engine = create_engine(sqlalchemy_url(dsn), poolclass=NullPool)
+    try:
+        BlueBase.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def create_green(dsn: SecretStr) -> None:
+    engine = create_engine(sqlalchemy_url(dsn), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            for schema in SCHEMAS:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        GreenBase.metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def ddl_script(color: str) -> str:
+    """The CREATE statements for one side, as PostgreSQL text (for review or DBAs)."""
+    metadata = BlueBase.metadata if color == "blue" else GreenBase.metadata
+    dialect = postgresql.dialect()
+    parts = [f'CREATE SCHEMA IF NOT EXISTS "{s}";' for s in (SCHEMAS if color == "green" else ())]
+    for table in metadata.sorted_tables:
+        parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
+        parts.extend(
+            str(CreateIndex(index).compile(dialect=dialect)).strip() + ";"
+            for index in table.indexes
+        )
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,192 @@
+"""Avro single-object encoding of change events, with every released schema kept.
+
+A message is ``C3 01`` + the 8-byte little-endian CRC-64-AVRO fingerprint of the
+writer schema's Parsing Canonical Form + the Avro binary body (Avro spec,
+"Single object encoding"). The reader finds the writer schema by fingerprint
+among the kept versions (``schemas/avro/v<N>/``) and resolves it into the
+current reader schema, so old messages stay readable after an evolution and no
+registry server is needed. Schemas are parsed once, at import.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+from bluegreen.errors import SerializationError
+
+MARKER = b"\xc3\x01"
+HEADER_SIZE = 10
+# Inside a version folder, files that define named types come first; the root
+# schema (the change envelope) last.
+ROW_FILE = "legacy_product.avsc"
+ENVELOPE_FILE = "change_event.avsc"
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    version: int
+    source: dict[str, Any]  # self-contained JSON form (named types inlined)
+    parsed: Any  # fastavro's parsed schema
+    fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO
+
+    @property
+    def header(self) -> bytes:
+        return MARKER + self.fingerprint
+
+
+def _inline(node: Any, definitions: dict[str, dict[str, Any]], done: set[str]) -> Any:
+    """Replace the first reference to each named type by its definition."""
+    if isinstance(node, str):
+        if node in definitions and node not in done:
+            done.add(node)
+            return _inline(definitions[node], definitions, done)
+        return node
+    if isinstance(node, list):
+        return [_inline(item, definitions, done) for item in node]
+    if isinstance(node, dict):
+        if node.get("type") in ("record", "enum", "fixed") and "name" in node:
+            done.add(_fullname(node))
+        return {key: _inline(value, definitions, done) for key, value in node.items()}
+    return node
+
+
+def _fullname(schema: Mapping[str, Any]) -> str:
+    name = str(schema["name"])
+    namespace = schema.get("namespace")
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+def build_version(version: int, row: dict[str, Any], envelope: dict[str, Any]) -> SchemaVersion:
+    source = _inline(envelope, {_fullname(row): row}, set())
+    try:
+        parsed = parse_schema(source)
+    except Exception as exc:  # fastavro raises several unrelated types
+        raise SerializationError(f"schema version {version} does not parse: {exc}") from exc
+    canonical = to_parsing_canonical_form(parsed)
+    return SchemaVersion(
+        version=version,
+        source=source,
+        parsed=parsed,
+        fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
+    )
+
+
+def load_version_dir(path: Path) -> SchemaVersion:
+    try:
+        version = int(path.name.removeprefix("v"))
+        row = json.loads((path / ROW_FILE).read_text())
+        envelope = json.loads((path / ENVELOPE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise SerializationError(f"cannot load the schema version in {path}: {exc}") from exc
+    return build_version(version, row, envelope)
+
+
+def load_versions(root: Path | None = None) -> list[SchemaVersion]:
+    """Every kept version, oldest first."""
+    base = root or Path(str(resources.files("schemas").joinpath("avro")))
+    dirs = sorted(
+        (p for p in base.iterdir() if p.is_dir() and p.name.startswith("v")),
+        key=lambda p: int(p.name[1:]),
+    )
+    if not dirs:
+        raise SerializationError(f"no schema versions (v1, v2, ...) under {base}")
+    return [load_version_dir(d) for d in dirs]
+
+
+class Codec:
+    """Encodes with one kept version and decodes any kept version into one reader version.
+
+    By default both are the newest. During a rollout, readers get the new version's
+    files first (they can then read it) while writers keep `write_version` at the
+    old one; writers switch once every reader is upgraded. Not thread-safe: one
+    codec per thread.
+    """
+
+    def __init__(
+        self,
+        versions: list[SchemaVersion],
+        *,
+        write_version: int | None = None,
+        read_version: int | None = None,
+    ) -> None:
+        if not versions:
+            raise SerializationError("a codec needs at least one schema version")
+        self.versions = versions
+        by_number = {v.version: v for v in versions}
+        try:
+            self.writer = by_number[write_version] if write_version else versions[-1]
+            self.reader = by_number[read_version] if read_version else versions[-1]
+        except KeyError as exc:
+            raise SerializationError(
+                f"schema version v{exc.args[0]} is not kept (have "
+                f"{', '.join(f'v{n}' for n in by_number)})"
+            ) from exc
+        self._by_fingerprint = {v.fingerprint: v for v in versions}
+        if len(self._by_fingerprint) != len(versions):
+            raise SerializationError("two kept schema versions have the same fingerprint")
+        self._header = self.writer.header
+        self._buffer = io.BytesIO()
+
+    def encode(self, event: Mapping[str, Any]) -> bytes:
+        buffer = self._buffer
+        buffer.seek(0)
+        buffer.truncate()
+        buffer.write(self._header)
+        try:
+            schemaless_writer(buffer, self.writer.parsed, event)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SerializationError(f"cannot encode event: {exc}") from exc
+        return buffer.getvalue()
+
+    def writer_of(self, data: bytes) -> SchemaVersion:
+        if len(data) < HEADER_SIZE or data[:2] != MARKER:
+            raise SerializationError(
+                f"not an Avro single-object message (starts with {data[:2].hex() or 'nothing'}, "
+                f"expected {MARKER.hex()})"
+            )
+        writer = self._by_fingerprint.get(bytes(data[2:HEADER_SIZE]))
+        if writer is None:
+            raise SerializationError(
+                f"unknown writer schema fingerprint {data[2:HEADER_SIZE].hex()}: the message was "
+                "written with a schema version this reader does not keep; upgrade the reader"
+            )
+        return writer
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        writer = self.writer_of(data)
+        reader = None if writer is self.reader else self.reader.parsed
+        stream = io.BytesIO(data)
+        stream.seek(HEADER_SIZE)
+        try:
+            record = schemaless_reader(stream, writer.parsed, reader)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError...
+            raise SerializationError(
+                f"corrupt message body for schema v{writer.version}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if stream.tell() != len(data):
+            raise SerializationError(
+                f"corrupt message: {len(data) - stream.tell()} trailing bytes after the record"
+            )
+        if not isinstance(record, dict):
+            raise SerializationError("decoded message is not a record")
+        return record
+
+
+_DEFAULT: Codec | None = None
+
+
+def default_codec() -> Codec:
+    """The codec over the kept versions shipped with the package (parsed once)."""
+    global _DEFAULT  # noqa: PLW0603 - a process-wide cache of parsed schemas
+    if _DEFAULT is None:
+        _DEFAULT = Codec(load_versions())
+    return _DEFAULT
