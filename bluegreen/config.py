@@ -134,6 +134,38 @@ class StackSettings(_Frozen):
         return self
 
 
+class SnapshotSettings(_Frozen):
+    """Bulk snapshot: task size, retries, liveness."""
+
+    chunk_size: int = Field(default=10_000, ge=1)
+    workers: int = Field(default=2, ge=1, le=64)
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    max_inflight_tasks: int = Field(default=3, ge=1)
+    # A worker re-takes its snapshot after this long, so blue's vacuum is not held back.
+    max_snapshot_age_s: float = Field(default=300.0, gt=0)
+    slot_create_timeout_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SnapshotSettings:
+        if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError("heartbeat_timeout_s must exceed twice heartbeat_interval_s")
+        return self
+
+
+class CdcSettings(_Frozen):
+    """Log-based capture from blue: slot, publication, heartbeats, health."""
+
+    slot: str = Field(default="bluegreen_slot", pattern=r"^[a-z0-9_]{1,63}$")
+    publication: str = Field(default="bluegreen_pub", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    status_interval_s: float = Field(default=1.0, gt=0)
+    retained_wal_warning_bytes: int = Field(default=1 << 30, ge=0)
+
+
 class MetricsSettings(_Frozen):
     """Where a service exposes /metrics; each service command may override the port."""
 
@@ -159,6 +191,8 @@ class Settings(BaseSettings):
     control_dsn: SecretStr = SecretStr("")
     kafka: KafkaSettings = KafkaSettings()
     stack: StackSettings = StackSettings()
+    snapshot: SnapshotSettings = SnapshotSettings()
+    cdc: CdcSettings = CdcSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

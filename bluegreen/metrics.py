@@ -36,6 +36,28 @@ class Metrics:
             ["producer"],
             registry=r,
         )
+        # -- snapshot ------------------------------------------------------------------------
+        self.snapshot_rows = Counter(
+            "bluegreen_snapshot_rows_produced_total",
+            "Blue rows of COMPLETED snapshot tasks: produced and acknowledged by the broker.",
+            registry=r,
+        )
+        self.snapshot_tasks = Gauge(
+            "bluegreen_snapshot_tasks",
+            "Snapshot tasks by state (READY, IN_PROGRESS, COMPLETED, ERROR, DEAD).",
+            ["state"],
+            registry=r,
+        )
+        self.snapshot_produce_errors = Counter(
+            "bluegreen_snapshot_produce_errors_total",
+            "Snapshot messages whose delivery failed (the task was retried or went DEAD).",
+            registry=r,
+        )
+        self.snapshot_rows_per_second = Gauge(
+            "bluegreen_snapshot_rows_per_second",
+            "Snapshot throughput over the last progress interval, rows per second.",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "bluegreen_step_seconds",
             "Wall time of one unit of work of a service step, by step.",

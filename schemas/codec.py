@@ -35,6 +35,7 @@ ENVELOPE_FILE = "change_event.avsc"
 class SchemaVersion:
     version: int
     source: dict[str, Any]  # self-contained JSON form (named types inlined)
+    row_source: dict[str, Any]  # the row record's definition
     parsed: Any  # fastavro's parsed schema
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO
 
@@ -54,19 +55,19 @@ def _inline(node: Any, definitions: dict[str, dict[str, Any]], done: set[str]) -
         return [_inline(item, definitions, done) for item in node]
     if isinstance(node, dict):
         if node.get("type") in ("record", "enum", "fixed") and "name" in node:
-            done.add(_fullname(node))
+            done.add(fullname(node))
         return {key: _inline(value, definitions, done) for key, value in node.items()}
     return node
 
 
-def _fullname(schema: Mapping[str, Any]) -> str:
+def fullname(schema: Mapping[str, Any]) -> str:
     name = str(schema["name"])
     namespace = schema.get("namespace")
     return name if "." in name or not namespace else f"{namespace}.{name}"
 
 
 def build_version(version: int, row: dict[str, Any], envelope: dict[str, Any]) -> SchemaVersion:
-    source = _inline(envelope, {_fullname(row): row}, set())
+    source = _inline(envelope, {fullname(row): row}, set())
     try:
         parsed = parse_schema(source)
     except Exception as exc:  # fastavro raises several unrelated types
@@ -75,6 +76,7 @@ def build_version(version: int, row: dict[str, Any], envelope: dict[str, Any]) -
     return SchemaVersion(
         version=version,
         source=source,
+        row_source=row,
         parsed=parsed,
         fingerprint=bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")),
     )

@@ -61,6 +61,7 @@ def row_event(
     return {
         "before": before,
         "after": after,
+        "key": None,
         "op": op.value,
         "source": {
             "connector": connector,
@@ -93,6 +94,24 @@ def message_event(
         connector=CONNECTOR_CDC,
     )
     event["message"] = {"prefix": prefix, "content": content}
+    return event
+
+
+def absent_event(
+    table: SourceTable, key: dict[str, Any], *, version: Version, ts_ms: int
+) -> dict[str, Any]:
+    """A snapshot's finding that a requested key has no row in blue: a delete without image."""
+    event = row_event(
+        Op.DELETE,
+        table,
+        before=None,
+        after=None,
+        version=version,
+        txid=None,
+        ts_ms=ts_ms,
+        connector=CONNECTOR_SNAPSHOT,
+    )
+    event["key"] = key
     return event
 
 

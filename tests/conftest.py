@@ -99,7 +99,8 @@ def settings(base_settings: Settings, test_id: str) -> Iterator[Settings]:
             "topic": topic,
         }
     )
-    yield base_settings.model_copy(update={**dsns, "kafka": kafka})
+    cdc = base_settings.cdc.model_copy(update={"slot": f"s_{test_id}"[:63]})
+    yield base_settings.model_copy(update={**dsns, "kafka": kafka, "cdc": cdc})
     delete_topics(kafka, [kafka.topic, kafka.dlq_topic])
     for admin, database in created:
         _drop_database(admin, database)

@@ -26,9 +26,9 @@ def seed(
     """Fill blue with N legacy product rows, deterministically, with COPY."""
     settings = cli_context(ctx).settings
     started = time.monotonic()
-    with progress("seeding blue", total=products) as advance:
+    with progress("seeding blue", total=products) as reporter:
         report = load_seed(
-            settings.blue_dsn, products, seed_value, replace=replace, advance=advance
+            settings.blue_dsn, products, seed_value, replace=replace, progress=reporter
         )
     seconds = time.monotonic() - started
     typer.echo(

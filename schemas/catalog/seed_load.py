@@ -12,7 +12,7 @@ from sqlalchemy.schema import CreateIndex
 
 from bluegreen import db
 from bluegreen.errors import BluegreenError
-from bluegreen.progress import Advance
+from bluegreen.progress import Reporter
 from schemas.catalog.blue import COLUMNS, SCHEMA, TABLE, LegacyProduct
 from schemas.catalog.ddl import create_blue
 from schemas.catalog.seed import generate
@@ -43,7 +43,7 @@ class SeedReport:
 
 
 def load_seed(
-    dsn: SecretStr, count: int, seed: int, *, replace: bool, advance: Advance
+    dsn: SecretStr, count: int, seed: int, *, replace: bool, progress: Reporter
 ) -> SeedReport:
     create_blue(dsn)
     qualified = f"{SCHEMA}.{TABLE}"
@@ -68,9 +68,9 @@ def load_seed(
                 copy.write_row(row)
                 pending += 1
                 if pending == _BATCH:
-                    advance(pending)
+                    progress.advance(pending)
                     pending = 0
-        advance(pending)
+        progress.advance(pending)
         for statement in deferred:
             conn.execute(statement)
         conn.execute(

@@ -122,7 +122,10 @@ def transform(event: Mapping[str, Any]) -> list[ListingOp]:
             return [ListingDelete(*_key(before), version), listing_upsert(after, version)]
         return [listing_upsert(after, version)]
     if op == Op.DELETE:
-        return [ListingDelete(*_key(_image(event, "before")), version)]
+        image = event.get("before") or event.get("key")  # key: a repair found no blue row
+        if image is None:
+            raise TransformError("a 'd' event with neither a before image nor a key")
+        return [ListingDelete(*_key(image), version)]
     if op in (Op.MESSAGE, Op.TRUNCATE):
         return []
     raise TransformError(f"unknown operation {op!r}")

@@ -12,8 +12,8 @@ from schemas.catalog.transform import (
     transform,
     transform_state,
 )
-from schemas.envelope import Op, Version
-from tests.support.events import blue_row, event
+from schemas.envelope import Op, Version, absent_event
+from tests.support.events import TABLE, blue_row, event
 
 V = Version(100, 1)
 
@@ -142,3 +142,11 @@ def test_transform_state_of_blue_rows() -> None:
     state = transform_state(rows, Version(9, 0))
     assert set(state.products) == {"BG-0000001", "BG-0000002"}
     assert set(state.listings) == {("BG-0000001", "US"), ("BG-0000001", "EU"), ("BG-0000002", "US")}
+
+
+def test_delete_found_by_a_repair_carries_only_the_key() -> None:
+    ev = absent_event(TABLE, {"sku": "BG-9", "channel": "GB"}, version=Version(70, 0), ts_ms=1)
+    assert transform(ev) == [ListingDelete("BG-9", "GB", Version(70, 0))]
+    bare = event(Op.DELETE)
+    with pytest.raises(TransformError, match="neither a before image nor a key"):
+        transform(bare)

@@ -1,0 +1,1 @@
+"""Bulk snapshot of blue into Kafka: planner, task queue, workers, service."""

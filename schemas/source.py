@@ -1,0 +1,75 @@
+"""What the engine needs to know of a source table: columns, keys, Avro-ready rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bluegreen.errors import SerializationError
+from schemas.envelope import SourceTable
+from schemas.rowvalues import COPY_TYPE, FROM_TEXT, Column, Kind, snapshot_select, unscaled_bytes
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    schema: str
+    table: str
+    primary_key: str  # a bigint column: snapshot tasks are ranges of it
+    columns: tuple[Column, ...]
+    aggregate_key: str  # the Kafka key: all changes of one green aggregate, one partition
+    natural_key: tuple[str, ...]  # identifies a row for a repair's "absent" delete
+    names: tuple[str, ...] = field(init=False)
+    _decimal_positions: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(c.name for c in self.columns))
+        object.__setattr__(
+            self,
+            "_decimal_positions",
+            tuple(i for i, c in enumerate(self.columns) if c.kind is Kind.DECIMAL2),
+        )
+        for key in (self.primary_key, self.aggregate_key, *self.natural_key):
+            if key not in self.names:
+                raise ValueError(f"key column {key!r} is not a column of {self.qualified}")
+
+    @property
+    def qualified(self) -> str:
+        return f'"{self.schema}"."{self.table}"'
+
+    def source_table(self, database: str) -> SourceTable:
+        return SourceTable(database, self.schema, self.table)
+
+    def select_list(self) -> str:
+        return ", ".join(snapshot_select(c) for c in self.columns)
+
+    def copy_types(self) -> list[str]:
+        return [COPY_TYPE[c.kind] for c in self.columns]
+
+    def avro_row(self, values: Sequence[Any]) -> dict[str, Any]:
+        """A row from the snapshot's binary COPY (see snapshot_select) as an Avro record."""
+        row = dict(zip(self.names, values, strict=True))
+        for position in self._decimal_positions:
+            value = values[position]
+            if value is not None:
+                row[self.names[position]] = unscaled_bytes(value)
+        return row
+
+    def row_from_text(self, names: Sequence[str], values: Sequence[str | None]) -> dict[str, Any]:
+        """A row from pgoutput's text values as an Avro record."""
+        by_name = dict(zip(names, values, strict=True))
+        row: dict[str, Any] = {}
+        for column in self.columns:
+            if column.name not in by_name:
+                raise SerializationError(
+                    f"{self.qualified} changed: column {column.name} is missing from the "
+                    "replication stream; update the source spec and the Avro schema"
+                )
+            text = by_name[column.name]
+            if text is None:
+                if not column.nullable:
+                    raise SerializationError(f"{self.qualified}.{column.name} is NULL")
+                row[column.name] = None
+            else:
+                row[column.name] = FROM_TEXT[column.kind](text)
+        return row
