@@ -58,6 +58,40 @@ class Metrics:
             "Snapshot throughput over the last progress interval, rows per second.",
             registry=r,
         )
+        # -- CDC -----------------------------------------------------------------------------
+        self.cdc_events = Counter(
+            "bluegreen_cdc_events_total",
+            "Changes captured from blue and acknowledged by the broker, by op (c, u, d, t, m).",
+            ["op"],
+            registry=r,
+        )
+        self.cdc_source_lag_bytes = Gauge(
+            "bluegreen_cdc_source_lag_bytes",
+            "WAL written on blue that the slot has not confirmed: current LSN - confirmed LSN.",
+            registry=r,
+        )
+        self.cdc_source_lag_seconds = Gauge(
+            "bluegreen_cdc_source_lag_seconds",
+            "Now minus the commit time of the last change acknowledged by the broker "
+            "(heartbeats included).",
+            registry=r,
+        )
+        self.cdc_slot_retained_wal_bytes = Gauge(
+            "bluegreen_cdc_slot_retained_wal_bytes",
+            "WAL blue keeps for the slot: current LSN - restart LSN.",
+            registry=r,
+        )
+        self.cdc_confirmed_lsn = Gauge(
+            "bluegreen_cdc_confirmed_lsn",
+            "The LSN up to which the slot is confirmed (everything before it is in Kafka).",
+            registry=r,
+        )
+        self.cdc_commit_to_ack_seconds = Histogram(
+            "bluegreen_cdc_commit_to_ack_seconds",
+            "Seconds from a transaction's commit on blue to the broker's ack of its last event.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "bluegreen_step_seconds",
             "Wall time of one unit of work of a service step, by step.",

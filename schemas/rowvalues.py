@@ -1,10 +1,11 @@
 """Column kinds of a source table and their conversion to Avro-ready values.
 
-Both producers hand fastavro values it can write without conversion: timestamps
-as microseconds since the epoch (timestamp-micros), decimals as their unscaled
-two's-complement big-endian bytes (decimal). The snapshot gets them straight from
-PostgreSQL (SQL expressions in a binary COPY); CDC parses pgoutput's text. The
-same row therefore encodes to the same bytes whichever producer read it.
+Both producers hold a row as "Avro-ready" column values: timestamps as
+microseconds since the epoch (timestamp-micros), decimals as their unscaled
+integer (Avro's decimal bytes are that integer's two's complement, see
+``unscaled_bytes``). The snapshot gets them straight from PostgreSQL (SQL
+expressions in a binary COPY); CDC parses pgoutput's text. The same row
+therefore encodes to the same bytes whichever producer read it.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ COPY_TYPE = {
 }
 
 
-def _decimal2_from_text(text: str) -> bytes:
+def _decimal2_from_text(text: str) -> int:
     try:
         value = Decimal(text)
     except InvalidOperation as exc:
@@ -82,7 +83,7 @@ def _decimal2_from_text(text: str) -> bytes:
     unscaled = value.scaleb(2)
     if unscaled != unscaled.to_integral_value():
         raise SerializationError(f"numeric value {text!r} has more than 2 decimal places")
-    return unscaled_bytes(int(unscaled))
+    return int(unscaled)
 
 
 def _timestamp_from_text(text: str) -> int:

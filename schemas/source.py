@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,11 @@ class SourceSpec:
     natural_key: tuple[str, ...]  # identifies a row for a repair's "absent" delete
     names: tuple[str, ...] = field(init=False)
     _decimal_positions: tuple[int, ...] = field(init=False)
+    _converters: dict[tuple[str, ...], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(c.name for c in self.columns))
+        object.__setattr__(self, "_converters", {})
         object.__setattr__(
             self,
             "_decimal_positions",
@@ -47,7 +49,7 @@ class SourceSpec:
         return [COPY_TYPE[c.kind] for c in self.columns]
 
     def avro_row(self, values: Sequence[Any]) -> dict[str, Any]:
-        """A row from the snapshot's binary COPY (see snapshot_select) as an Avro record."""
+        """Avro-ready column values (see schemas.rowvalues) as a record fastavro writes."""
         row = dict(zip(self.names, values, strict=True))
         for position in self._decimal_positions:
             value = values[position]
@@ -56,20 +58,38 @@ class SourceSpec:
         return row
 
     def row_from_text(self, names: Sequence[str], values: Sequence[str | None]) -> dict[str, Any]:
-        """A row from pgoutput's text values as an Avro record."""
-        by_name = dict(zip(names, values, strict=True))
-        row: dict[str, Any] = {}
-        for column in self.columns:
-            if column.name not in by_name:
-                raise SerializationError(
-                    f"{self.qualified} changed: column {column.name} is missing from the "
-                    "replication stream; update the source spec and the Avro schema"
-                )
-            text = by_name[column.name]
-            if text is None:
-                if not column.nullable:
-                    raise SerializationError(f"{self.qualified}.{column.name} is NULL")
-                row[column.name] = None
-            else:
-                row[column.name] = FROM_TEXT[column.kind](text)
-        return row
+        """A row from pgoutput's text values as an Avro record (dict)."""
+        return self.avro_row(self.text_converter(tuple(names))(values))
+
+    def text_converter(
+        self, names: tuple[str, ...]
+    ) -> Callable[[Sequence[str | None]], tuple[Any, ...]]:
+        """A function from a replication tuple (columns in `names` order) to Avro-ready
+        values in this spec's column order; built once per relation layout."""
+        cached = self._converters.get(names)
+        if cached is not None:
+            return cached
+        position = {name: i for i, name in enumerate(names)}
+        missing = [c.name for c in self.columns if c.name not in position]
+        if missing:
+            raise SerializationError(
+                f"{self.qualified} changed: columns {missing} are missing from the "
+                "replication stream; update the source spec and the Avro schema"
+            )
+        plan = [(position[c.name], FROM_TEXT[c.kind], c.nullable, c.name) for c in self.columns]
+        qualified = self.qualified
+
+        def convert(values: Sequence[str | None]) -> tuple[Any, ...]:
+            out: list[Any] = []
+            for index, parse, nullable, name in plan:
+                text = values[index]
+                if text is None:
+                    if not nullable:
+                        raise SerializationError(f"{qualified}.{name} is NULL")
+                    out.append(None)
+                else:
+                    out.append(parse(text))
+            return tuple(out)
+
+        self._converters[names] = convert
+        return convert

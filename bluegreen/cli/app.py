@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from bluegreen import __version__
-from bluegreen.cli import bench_cmd, schemas_cmd, seed_cmd, snapshot_cmd, stack_cmd, status_cmd
+from bluegreen.cli import (
+    bench_cmd,
+    schemas_cmd,
+    seed_cmd,
+    service_cmds,
+    snapshot_cmd,
+    stack_cmd,
+    status_cmd,
+)
 from bluegreen.cli.context import CliContext
 
 app = typer.Typer(
@@ -23,6 +31,7 @@ app.add_typer(schemas_cmd.app, name="schemas")
 app.command("seed")(seed_cmd.seed)
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.command("status")(status_cmd.status)
+app.command("cdc")(service_cmds.cdc)
 app.add_typer(bench_cmd.app, name="bench")
 
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bluegreen.bench import cdc as cdc_bench
 from bluegreen.bench import codec as codec_bench
 from bluegreen.bench import snapshot as snapshot_bench
 from bluegreen.bench.scratch import scratch
@@ -67,4 +68,39 @@ def snapshot(
             f"{f.command_seconds:.2f}",
             f"{f.peak_worker_rss_mb:.0f}",
         )
+    Console().print(table)
+
+
+@app.command("cdc")
+def cdc(
+    ctx: typer.Context,
+    rows: Annotated[int, typer.Option(min=1000, help="Blue rows the load updates.")] = 50_000,
+    rate: Annotated[int, typer.Option(min=1, help="Steady load, changes per second.")] = 5_000,
+    seconds: Annotated[float, typer.Option(min=1, help="Length of each load phase.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """CDC commit-to-ack latency under a steady load, then sustained capture throughput.
+
+    Runs in scratch databases and a scratch topic on the configured stack.
+    """
+    settings = cli_context(ctx).settings
+    with scratch(settings, "cdc") as bench:
+        figures = cdc_bench.run(bench, rows=rows, rate=rate, seconds=seconds)
+    if as_json:
+        typer.echo(json.dumps(figures.as_dict(), indent=2))
+        return
+    table = Table(title="CDC capture (blue commit -> acknowledged by Kafka)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for label, value in (
+        ("steady load, changes/s (target)", f"{figures.steady_changes_per_s:,.0f} ({rate:,})"),
+        ("latency p50 ms", f"{figures.latency_p50_ms:.1f}"),
+        ("latency p99 ms", f"{figures.latency_p99_ms:.1f}"),
+        ("latency max ms", f"{figures.latency_max_ms:.1f}"),
+        ("burst writes, changes/s", f"{figures.burst_write_changes_per_s:,.0f}"),
+        ("capture during burst, changes/s", f"{figures.capture_changes_per_s:,.0f}"),
+        ("catch-up after burst, s", f"{figures.catch_up_seconds:.1f}"),
+        ("capture process peak RSS, MB", f"{figures.peak_rss_mb:.0f}"),
+    ):
+        table.add_row(label, value)
     Console().print(table)

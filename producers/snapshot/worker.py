@@ -28,7 +28,7 @@ from producers.snapshot.tasks import State, Task, TaskQueue
 from producers.writer import KafkaWriter, Token
 from schemas.codec import Codec, default_codec
 from schemas.envelope import SourceTable, absent_event, now_ms
-from schemas.fastpath import SnapshotEncoder
+from schemas.fastpath import EnvelopeEncoder
 from schemas.source import SourceSpec
 
 _IDLE_SLEEP_S = 0.2
@@ -99,7 +99,7 @@ class SnapshotWorker:
             producer or make_producer(settings.kafka), settings.kafka.topic, name="snapshot"
         )
         self._codec = codec or default_codec()
-        self._encoder = SnapshotEncoder(self._codec, source.columns)
+        self._encoder = EnvelopeEncoder(self._codec, source.columns)
         self._snapshot: BlueSnapshot | None = None
         self._in_flight: dict[Token, _InFlight] = {}
         self._heartbeat = Heartbeat(settings, self.worker_id)

@@ -14,7 +14,7 @@ from schemas.catalog import SOURCE
 from schemas.catalog.seed import generate
 from schemas.codec import default_codec
 from schemas.envelope import CONNECTOR_SNAPSHOT, Op, SourceTable, Version, row_event
-from schemas.fastpath import SnapshotEncoder
+from schemas.fastpath import EnvelopeEncoder
 from schemas.rowencoder import RowEncoder
 from schemas.rowvalues import timestamp_micros, unscaled_bytes
 
@@ -92,7 +92,7 @@ def test_row_encoder_refuses_a_mismatched_or_bad_row() -> None:
 
 def test_snapshot_envelope_fast_path_equals_the_codec() -> None:
     codec = default_codec()
-    fast = SnapshotEncoder(codec, SOURCE.columns)
+    fast = EnvelopeEncoder(codec, SOURCE.columns)
     version = Version(0x16B374D848, 0)
     ts = int(datetime(2026, 1, 2, tzinfo=UTC).timestamp() * 1000)
     fast.start_batch(TABLE, version, ts)

@@ -1,0 +1,35 @@
+"""The long-lived services: `bluegreen cdc` (and, later, `consume`)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Annotated
+
+import typer
+
+from bluegreen.cli.context import cli_context
+from bluegreen.logs import get_logger
+from bluegreen.metrics import Metrics, serve
+from producers.cdc.service import CdcService
+from schemas.catalog import SOURCE
+
+MetricsPort = Annotated[int, typer.Option(help="Port of /metrics (0: any free port, -1: off).")]
+
+
+def cdc(ctx: typer.Context, metrics_port: MetricsPort = 9461) -> None:
+    """Capture every committed blue change from the replication slot into Kafka.
+
+    Runs until SIGTERM/SIGINT, then drains what is in flight and confirms it. On
+    restart it resumes from the slot: nothing committed in blue is missed.
+    """
+    settings = cli_context(ctx).settings
+    metrics = Metrics()
+    port = None
+    if metrics_port >= 0:
+        port = serve(settings.metrics.model_copy(update={"port": metrics_port}), metrics.registry)
+    metrics.service_info.labels("cdc").set(1)
+    service = CdcService(settings, SOURCE, metrics)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: service.request_stop())
+    get_logger(service="cdc").info("starting", metrics_port=port)
+    service.run()

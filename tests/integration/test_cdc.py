@@ -1,0 +1,322 @@
+"""The CDC producer against real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bluegreen import db
+from bluegreen.config import Settings
+from schemas.catalog.seed_load import load_seed
+from schemas.codec import default_codec
+from tests.support.cdc import current_lsn, running_cdc, wait_confirmed
+from tests.support.cli import spawn
+from tests.support.kafka import read_all
+
+pytestmark = pytest.mark.integration
+
+
+class _Quiet:
+    def advance(self, n: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+def seed(settings: Settings, rows: int = 200) -> None:
+    load_seed(settings.blue_dsn, rows, 42, replace=False, progress=_Quiet())
+
+
+def events(settings: Settings) -> list[tuple[Any, dict[str, Any]]]:
+    codec = default_codec()
+    return [(r, codec.decode(r.value)) for r in read_all(settings.kafka, settings.kafka.topic)]
+
+
+def row_events(settings: Settings) -> list[dict[str, Any]]:
+    return [e for _, e in events(settings) if e["op"] in ("c", "u", "d")]
+
+
+def test_inserts_updates_deletes_pk_change_and_toast(settings: Settings) -> None:
+    seed(settings)
+    big = os.urandom(6000).hex()
+    with running_cdc(settings):
+        with db.connect(settings.blue_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE not_published (id int PRIMARY KEY)")
+            conn.execute(
+                "INSERT INTO legacy_product (sku, channel, product_type, name, description, "
+                "price, currency) VALUES ('NEW-1', 'US', 'Boot US', 'New', %s, 10.00, 'USD')",
+                (big,),
+            )
+            conn.execute("UPDATE legacy_product SET stock = 77 WHERE sku = 'NEW-1'")  # TOAST kept
+            conn.execute("UPDATE legacy_product SET id = 99999 WHERE sku = 'NEW-1'")  # new PK
+            conn.execute("UPDATE legacy_product SET price = 1.25 WHERE id = 5")
+            conn.execute("DELETE FROM legacy_product WHERE id = 6")
+            conn.execute("INSERT INTO not_published VALUES (1)")
+            with conn.transaction():
+                conn.execute("UPDATE legacy_product SET stock = 1 WHERE id = 7")
+                conn.execute("UPDATE legacy_product SET stock = 2 WHERE id = 7")
+        wait_confirmed(settings)
+    got = sorted(row_events(settings), key=lambda e: (e["source"]["lsn"], e["source"]["seq"]))
+    ops = [(e["op"], (e["after"] or e["before"])["id"]) for e in got]
+    assert ops == [
+        ("c", 201),
+        ("u", 201),
+        ("d", 201),
+        ("c", 99999),
+        ("u", 5),
+        ("d", 6),
+        ("u", 7),
+        ("u", 7),
+    ]
+    insert, toast_update, pk_delete, pk_create = got[:4]
+    assert insert["after"]["description"] == big
+    assert toast_update["after"]["description"] == big  # unchanged TOAST is not emptied
+    assert toast_update["after"]["stock"] == 77
+    assert pk_delete["source"]["lsn"] == pk_create["source"]["lsn"]
+    assert pk_create["source"]["seq"] == pk_delete["source"]["seq"] + 1
+    assert pk_create["after"]["description"] == big
+    assert got[4]["after"]["price"] == Decimal("1.25")
+    same_txn = got[6:8]
+    assert same_txn[0]["source"]["lsn"] == same_txn[1]["source"]["lsn"]
+    assert [e["source"]["seq"] for e in same_txn] == [1, 2]
+    assert all(e["source"]["snapshot"] is False and e["source"]["txid"] for e in got)
+    per_key: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    for record, event in events(settings):
+        if event["op"] in ("c", "u", "d"):
+            per_key[record.key].append((event["source"]["lsn"], event["source"]["seq"]))
+    assert all(v == sorted(v) for v in per_key.values())  # commit order on each key
+
+
+def test_fence_and_truncate_reach_every_partition(settings: Settings) -> None:
+    seed(settings, 20)
+    with running_cdc(settings):
+        with db.connect(settings.blue_dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_logical_emit_message(true, 'bluegreen.fence', 'cutover-7')")
+            conn.execute("TRUNCATE legacy_product")
+        wait_confirmed(settings)
+    found = events(settings)
+    fences = {
+        r.partition for r, e in found if e["op"] == "m" and e["message"]["content"] == "cutover-7"
+    }
+    truncates = {r.partition for r, e in found if e["op"] == "t"}
+    assert fences == truncates == set(range(settings.kafka.partitions))
+
+
+def test_hundred_thousand_row_transaction_with_bounded_memory(settings: Settings) -> None:
+    seed(settings, 10)
+    proc = spawn(settings, "cdc", "--metrics-port", "-1")
+    try:
+        wait_for_active_slot(settings)
+        with db.connect(settings.blue_dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO legacy_product (sku, channel, product_type, name, description, "
+                "price, currency, stock, published) "
+                "SELECT 'BIG-' || g, 'GB', 'Boot GB', 'Bulk ' || g, repeat('d', 300), g % 500, "
+                "'GBP', g % 50, true FROM generate_series(1, 100000) g"
+            )
+        wait_confirmed(settings, timeout_s=180)
+        peak_kb = peak_rss_kb(proc.pid)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, proc.output()
+    finally:
+        proc.close()
+    creates = [e for e in row_events(settings) if e["op"] == "c"]
+    assert len(creates) == 100_000
+    assert len({e["source"]["lsn"] for e in creates}) == 1  # one transaction
+    assert sorted(e["source"]["seq"] for e in creates) == list(range(1, 100_001))
+    assert peak_kb < 350 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
+
+
+def peak_rss_kb(pid: int) -> int:
+    """VmHWM of the CLI process (it runs the capture loop itself)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def wait_for_active_slot(settings: Settings, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+                (settings.cdc.slot,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.1)
+    raise TimeoutError("CDC did not start streaming")
+
+
+class Writer(threading.Thread):
+    """Concurrent blue writer: small transactions of increments, inserts and deletes.
+
+    It records what it committed, so the test can check Kafka holds all of it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.stop = threading.Event()
+        self.committed: set[tuple[int, int]] = set()  # (id, stock) of every committed update
+        self.deleted: set[int] = set()
+        self.inserted: set[int] = set()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng = random.Random(1)
+        try:
+            with db.connect(self.settings.blue_dsn) as conn:
+                n = 0
+                while not self.stop.is_set():
+                    n += 1
+                    ids = rng.sample(range(1, 201), 3)
+                    rows = conn.execute(
+                        "UPDATE legacy_product SET stock = coalesce(stock, 0) + 1 "
+                        "WHERE id = ANY(%s) RETURNING id, stock",
+                        (ids,),
+                    ).fetchall()
+                    inserted = None
+                    if n % 7 == 0:
+                        inserted = conn.execute(
+                            "INSERT INTO legacy_product (sku, channel, product_type, name, price, "
+                            "currency) VALUES (%s, 'EU', 'Boot EU', 'n', 1, 'EUR') RETURNING id",
+                            (f"W-{n}",),
+                        ).fetchone()
+                    deleted = None
+                    if n % 11 == 0 and self.inserted:
+                        victim = min(self.inserted - self.deleted, default=None)
+                        if victim is not None:
+                            conn.execute("DELETE FROM legacy_product WHERE id = %s", (victim,))
+                            deleted = victim
+                    conn.commit()
+                    self.committed.update((int(i), int(s)) for i, s in rows)
+                    if inserted:
+                        self.inserted.add(int(inserted[0]))
+                    if deleted:
+                        self.deleted.add(deleted)
+                    time.sleep(0.002)
+        except BaseException as exc:
+            self.error = exc
+
+
+def test_kill_9_and_restart_with_a_concurrent_writer_loses_nothing(settings: Settings) -> None:
+    seed(settings, 200)
+    writer = Writer(settings)
+    first = spawn(settings, "cdc", "--metrics-port", "-1")
+    try:
+        wait_for_active_slot(settings)
+        writer.start()
+        time.sleep(3)
+        first.signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.close()
+    time.sleep(1)  # the writer keeps committing while nothing captures
+    second = spawn(settings, "cdc", "--metrics-port", "-1")
+    try:
+        wait_for_active_slot(settings)
+        time.sleep(2)
+        writer.stop.set()
+        writer.join(10)
+        assert writer.error is None, writer.error
+        wait_confirmed(settings, current_lsn(settings), timeout_s=120)
+        second.signal(signal.SIGTERM)
+        assert second.wait(60) == 0, second.output()
+    finally:
+        second.close()
+
+    # Walk each partition in offset order; a replay after the crash repeats a suffix,
+    # so keep only events newer than everything seen before on that key.
+    newest: dict[bytes, tuple[int, int]] = {}
+    seen_updates: set[tuple[int, int]] = set()
+    created: set[int] = set()
+    deleted: set[int] = set()
+    per_partition: dict[int, list[tuple[Any, dict]]] = defaultdict(list)
+    for record, event in events(settings):
+        per_partition[record.partition].append((record, event))
+    replays = 0
+    for items in per_partition.values():
+        for record, event in sorted(items, key=lambda item: item[0].offset):
+            if event["op"] not in ("c", "u", "d"):
+                continue
+            version = (event["source"]["lsn"], event["source"]["seq"])
+            if version <= newest.get(record.key, (-1, -1)):
+                replays += 1
+                continue
+            newest[record.key] = version
+            if event["op"] == "u":
+                seen_updates.add((event["after"]["id"], event["after"]["stock"]))
+            elif event["op"] == "c":
+                created.add(event["after"]["id"])
+            else:
+                deleted.add(event["before"]["id"])
+    assert writer.committed and seen_updates >= writer.committed  # no committed update missing
+    assert {i for i, _ in seen_updates} <= set(range(1, 201)) | writer.inserted
+    assert created >= writer.inserted
+    assert deleted >= writer.deleted
+    # In order per key, no gaps: each row's captured stock values climb by exactly one.
+    by_row: dict[int, list[int]] = defaultdict(list)
+    for row_id, stock in seen_updates:
+        by_row[row_id].append(stock)
+    for row_id, stocks in by_row.items():
+        stocks.sort()
+        assert stocks == list(range(stocks[0], stocks[0] + len(stocks))), row_id
+
+
+def test_idle_blue_shows_zero_lag_and_the_slot_follows_unrelated_wal(settings: Settings) -> None:
+    seed(settings, 10)
+    heartbeat = settings.cdc.model_copy(update={"heartbeat_interval_s": 0.5})
+    settings = settings.model_copy(update={"cdc": heartbeat})
+    with running_cdc(settings) as service:
+        with db.connect(settings.blue_dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE unrelated (id int, pad text)")
+            conn.execute(
+                "INSERT INTO unrelated SELECT g, repeat('x', 500) FROM generate_series(1, 20000) g"
+            )
+        target = current_lsn(settings)
+        wait_confirmed(settings, target, timeout_s=30)  # not published, yet the slot advances
+        time.sleep(2.5)
+        lag = service.metrics.cdc_source_lag_seconds._value.get()
+        assert lag < 2.0  # heartbeats keep the lag current on an idle blue
+        assert service.metrics.cdc_source_lag_bytes._value.get() < 100_000
+    heartbeats = [
+        (r.partition, e)
+        for r, e in events(settings)
+        if e["op"] == "m" and e["message"]["prefix"] == "bluegreen.heartbeat"
+    ]
+    assert {p for p, _ in heartbeats} == set(range(settings.kafka.partitions))
+
+
+def test_sigterm_stops_cleanly_and_the_next_run_resumes_without_replaying(
+    settings: Settings,
+) -> None:
+    seed(settings, 50)
+    proc = spawn(settings, "cdc", "--metrics-port", "-1")
+    try:
+        wait_for_active_slot(settings)
+        with db.connect(settings.blue_dsn, autocommit=True) as conn:
+            conn.execute("UPDATE legacy_product SET stock = 500 WHERE id <= 10")
+        wait_confirmed(settings)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.output()
+        assert "stopped" in proc.output()
+    finally:
+        proc.close()
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE legacy_product SET stock = 600 WHERE id <= 10")
+    with running_cdc(settings):
+        wait_confirmed(settings)
+    updates = [e for e in row_events(settings) if e["op"] == "u"]
+    assert sorted(e["after"]["stock"] for e in updates) == [500] * 10 + [600] * 10

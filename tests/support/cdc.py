@@ -1,0 +1,73 @@
+"""Helpers to run the CDC service in tests and wait for it to catch up."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from bluegreen import db
+from bluegreen.config import Settings
+from bluegreen.metrics import Metrics
+from producers.blue_setup import slot_health
+from producers.cdc.service import CdcService
+from producers.lsn import parse_lsn
+from schemas.catalog import SOURCE
+
+
+def current_lsn(settings: Settings) -> int:
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return parse_lsn(row[0])
+
+
+def wait_confirmed(settings: Settings, lsn: int | None = None, timeout_s: float = 60) -> None:
+    """Wait until the slot confirmed everything written on blue up to now (or `lsn`)."""
+    target = current_lsn(settings) if lsn is None else lsn
+    deadline = time.monotonic() + timeout_s
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        while True:
+            health = slot_health(conn, settings.cdc.slot)
+            if health is not None and health.confirmed_lsn >= target:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"slot did not confirm {target}: {health}")
+            time.sleep(0.1)
+
+
+@contextmanager
+def running_cdc(settings: Settings) -> Iterator[CdcService]:
+    """The CDC service in a thread of this process, stopped (and checked) on exit."""
+    service = CdcService(settings, SOURCE, Metrics())
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="cdc", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not _slot_active(settings):
+        if failure:
+            raise failure[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError("the CDC service did not start streaming")
+        time.sleep(0.05)
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        thread.join(60)
+        if failure:
+            raise failure[0]
+
+
+def _slot_active(settings: Settings) -> bool:
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        health = slot_health(conn, settings.cdc.slot)
+    return health is not None and health.active
