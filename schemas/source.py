@@ -76,20 +76,36 @@ class SourceSpec:
                 f"{self.qualified} changed: columns {missing} are missing from the "
                 "replication stream; update the source spec and the Avro schema"
             )
-        plan = [(position[c.name], FROM_TEXT[c.kind], c.nullable, c.name) for c in self.columns]
-        qualified = self.qualified
-
-        def convert(values: Sequence[str | None]) -> tuple[Any, ...]:
-            out: list[Any] = []
-            for index, parse, nullable, name in plan:
-                text = values[index]
-                if text is None:
-                    if not nullable:
-                        raise SerializationError(f"{qualified}.{name} is NULL")
-                    out.append(None)
-                else:
-                    out.append(parse(text))
-            return tuple(out)
-
+        convert = TextConverter(
+            self.qualified, [(position[c.name], c.kind, c.nullable, c.name) for c in self.columns]
+        )
         self._converters[names] = convert
         return convert
+
+
+class TextConverter:
+    """Replication text values (in a relation's column order) to Avro-ready values in the
+    spec's column order. A class, not a closure, so a spec that cached one still pickles
+    into worker processes."""
+
+    def __init__(self, qualified: str, plan: list[tuple[int, Kind, bool, str]]) -> None:
+        self._qualified = qualified
+        self._plan = [
+            (index, FROM_TEXT[kind], nullable, name) for index, kind, nullable, name in plan
+        ]
+        self._source_plan = plan
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TextConverter, (self._qualified, self._source_plan))
+
+    def __call__(self, values: Sequence[str | None]) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for index, parse, nullable, name in self._plan:
+            text = values[index]
+            if text is None:
+                if not nullable:
+                    raise SerializationError(f"{self._qualified}.{name} is NULL")
+                out.append(None)
+            else:
+                out.append(parse(text))
+        return tuple(out)

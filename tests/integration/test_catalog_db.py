@@ -9,9 +9,21 @@ from schemas.catalog.seed_load import load_seed
 pytestmark = pytest.mark.integration
 
 
+class Counting:
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def advance(self, n: int) -> None:
+        self.seen.append(n)
+
+    def note(self, text: str) -> None:
+        pass
+
+
 def test_seed_loads_blue_with_toasted_descriptions(settings: Settings) -> None:
-    seen: list[int] = []
-    report = load_seed(settings.blue_dsn, 12_000, 42, replace=False, advance=seen.append)
+    counting = Counting()
+    seen = counting.seen
+    report = load_seed(settings.blue_dsn, 12_000, 42, replace=False, progress=counting)
     assert report.rows == 12_000 == sum(seen)
     assert report.toast_bytes > 1_000_000
     with db.connect(settings.blue_dsn) as conn:
@@ -27,10 +39,10 @@ def test_seed_loads_blue_with_toasted_descriptions(settings: Settings) -> None:
 
 
 def test_seed_refuses_a_filled_table_unless_replace(settings: Settings) -> None:
-    load_seed(settings.blue_dsn, 100, 1, replace=False, advance=lambda n: None)
+    load_seed(settings.blue_dsn, 100, 1, replace=False, progress=Counting())
     with pytest.raises(BluegreenError, match="--replace"):
-        load_seed(settings.blue_dsn, 100, 1, replace=False, advance=lambda n: None)
-    report = load_seed(settings.blue_dsn, 50, 1, replace=True, advance=lambda n: None)
+        load_seed(settings.blue_dsn, 100, 1, replace=False, progress=Counting())
+    report = load_seed(settings.blue_dsn, 50, 1, replace=True, progress=Counting())
     assert report.rows == 50
 
 
