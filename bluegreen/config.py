@@ -166,6 +166,22 @@ class CdcSettings(_Frozen):
     retained_wal_warning_bytes: int = Field(default=1 << 30, ge=0)
 
 
+class ConsumerSettings(_Frozen):
+    """The apply service: batching, the dead-letter limit, retries against green."""
+
+    group_id: str = "bluegreen-apply"
+    batch_max_messages: int = Field(default=5_000, ge=1)
+    batch_max_wait_s: float = Field(default=0.2, gt=0)
+    # The DLQ limit: stop when more than this share of the last `dlq_window` messages,
+    # or this many in a row, went to the dead-letter topic.
+    dlq_max_ratio: float = Field(default=0.5, gt=0, le=1)
+    dlq_window: int = Field(default=1_000, ge=1)
+    dlq_max_consecutive: int = Field(default=200, ge=1)
+    retry_backoff_base_s: float = Field(default=0.5, gt=0)
+    retry_backoff_max_s: float = Field(default=15.0, gt=0)
+    lag_interval_s: float = Field(default=2.0, gt=0)
+
+
 class MetricsSettings(_Frozen):
     """Where a service exposes /metrics; each service command may override the port."""
 
@@ -193,6 +209,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     snapshot: SnapshotSettings = SnapshotSettings()
     cdc: CdcSettings = CdcSettings()
+    consumer: ConsumerSettings = ConsumerSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

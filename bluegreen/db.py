@@ -29,3 +29,25 @@ def sqlalchemy_url(dsn: SecretStr) -> str:
         if raw.startswith(prefix):
             return "postgresql+psycopg://" + raw[len(prefix) :]
     return raw
+
+
+def send_str_as_jsonb_text(conn: psycopg.Connection) -> None:
+    """In binary COPY, send Python str values of jsonb columns as JSON text, unparsed.
+
+    psycopg would otherwise dump a str as a JSON *string*. Registered by oid, so it
+    applies where COPY's set_types says jsonb.
+    """
+    info = conn.adapters.types["jsonb"]
+
+    class JsonbTextDumper(psycopg.adapt.Dumper):
+        format = psycopg.pq.Format.BINARY
+        oid = info.oid
+
+        def dump(self, obj: str) -> bytes:
+            return b"\x01" + obj.encode()  # jsonb binary format: version 1, then the text
+
+    conn.adapters.register_dumper(_JsonbText, JsonbTextDumper)
+
+
+class _JsonbText(str):
+    """Marker type: registering a dumper for it also registers it for the jsonb oid."""

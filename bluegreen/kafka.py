@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from bluegreen.config import KafkaSettings
 from bluegreen.errors import BluegreenError
@@ -15,6 +15,7 @@ from bluegreen.errors import BluegreenError
 # Java clients hash keys with murmur2; using it here keeps one key on one
 # partition whichever client (ours, Kafka Connect, Debezium) produced it.
 PARTITIONER = "murmur2_random"
+_DEFAULT_BATCH_BYTES = 1_000_000
 
 
 def producer_config(settings: KafkaSettings, **overrides: str | int) -> dict[str, str | int]:
@@ -26,7 +27,7 @@ def producer_config(settings: KafkaSettings, **overrides: str | int) -> dict[str
         "partitioner": PARTITIONER,
         "compression.type": "lz4",
         "linger.ms": 20,
-        "batch.size": 1_000_000,
+        "batch.size": _DEFAULT_BATCH_BYTES,
         "queue.buffering.max.messages": 200_000,
         "queue.buffering.max.kbytes": 262_144,
     }
@@ -55,6 +56,31 @@ def consumer_config(
 
 def make_producer(settings: KafkaSettings, **overrides: str | int) -> Producer:
     return Producer(producer_config(settings, **overrides))
+
+
+def topic_message_limit(settings: KafkaSettings, topic: str, timeout_s: float = 10.0) -> int | None:
+    """The topic's max.message.bytes (None when the topic or its config is not readable)."""
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    admin = make_admin(settings)  # must outlive the future, or the request is cancelled
+    try:
+        configs = admin.describe_configs([resource])[resource].result(timeout_s)
+    except KafkaException:
+        return None
+    entry = configs.get("max.message.bytes")
+    return int(entry.value) if entry is not None and entry.value else None
+
+
+def producer_for_topic(settings: KafkaSettings, topic: str, **overrides: str | int) -> Producer:
+    """A producer whose batches fit the topic's max.message.bytes.
+
+    A batch bigger than the topic accepts is refused whole by the broker, failing every
+    message in it; sized to the limit, only a message that alone exceeds it fails (at
+    once, in the client), and the others are delivered.
+    """
+    limit = topic_message_limit(settings, topic)
+    if limit is not None and limit < _DEFAULT_BATCH_BYTES:
+        overrides = {"message.max.bytes": limit, "batch.size": limit, **overrides}
+    return make_producer(settings, **overrides)
 
 
 def make_consumer(settings: KafkaSettings, group_id: str, **overrides: str | int) -> Consumer:

@@ -92,11 +92,51 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
-        self.batch_seconds = Histogram(
-            "bluegreen_step_seconds",
-            "Wall time of one unit of work of a service step, by step.",
+        # -- consumer ------------------------------------------------------------------------
+        self.consumer_lag = Gauge(
+            "bluegreen_consumer_lag_messages",
+            "Messages not yet applied to green: high watermark minus committed offset.",
+            ["partition"],
+            registry=r,
+        )
+        self.consumer_applied = Counter(
+            "bluegreen_consumer_events_applied_total",
+            "Change events applied to green (whatever the version guard decided), by op.",
+            ["op"],
+            registry=r,
+        )
+        self.consumer_batch_seconds = Histogram(
+            "bluegreen_consumer_batch_apply_seconds",
+            "Seconds one batch's green transaction took (stage, upsert, derive, commit).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "bluegreen_end_to_end_latency_seconds",
+            "Seconds from a change's commit on blue to the commit of green's transaction "
+            "that applied it.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.dlq_messages = Counter(
+            "bluegreen_dlq_messages_total",
+            "Messages sent to the dead-letter topic, by the step that refused them.",
             ["step"],
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.consumer_last_lsn = Gauge(
+            "bluegreen_consumer_last_applied_lsn",
+            "The newest blue commit LSN applied to green (any partition).",
+            registry=r,
+        )
+        self.consumer_paused = Gauge(
+            "bluegreen_consumer_paused",
+            "1 while the consumer pauses its partitions because green refuses writes.",
+            registry=r,
+        )
+        self.consumer_apply_retries = Counter(
+            "bluegreen_consumer_apply_retries_total",
+            "Batches retried after a transient green failure (connection, deadlock).",
             registry=r,
         )
 

@@ -1,1 +1,1 @@
-"""consumers package."""
+"""The apply service: Kafka -> decode -> transform -> validate -> batch -> apply -> commit."""

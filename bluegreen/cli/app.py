@@ -10,6 +10,7 @@ import typer
 from bluegreen import __version__
 from bluegreen.cli import (
     bench_cmd,
+    dlq_cmd,
     schemas_cmd,
     seed_cmd,
     service_cmds,
@@ -32,6 +33,8 @@ app.command("seed")(seed_cmd.seed)
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.command("status")(status_cmd.status)
 app.command("cdc")(service_cmds.cdc)
+app.command("consume")(service_cmds.consume)
+app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(bench_cmd.app, name="bench")
 
 

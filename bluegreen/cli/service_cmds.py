@@ -1,4 +1,4 @@
-"""The long-lived services: `bluegreen cdc` (and, later, `consume`)."""
+"""The long-lived services: `bluegreen cdc` and `bluegreen consume`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import typer
 from bluegreen.cli.context import cli_context
 from bluegreen.logs import get_logger
 from bluegreen.metrics import Metrics, serve
+from bluegreen.runtime import tune_for_throughput
+from consumers.service import ConsumerService
 from producers.cdc.service import CdcService
 from schemas.catalog import SOURCE
 
@@ -32,4 +34,24 @@ def cdc(ctx: typer.Context, metrics_port: MetricsPort = 9461) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: service.request_stop())
     get_logger(service="cdc").info("starting", metrics_port=port)
+    service.run()
+
+
+def consume(ctx: typer.Context, metrics_port: MetricsPort = 9462) -> None:
+    """Apply the change stream to green: decode, transform, validate, batch, apply, commit.
+
+    Run as many as there are partitions to scale out (a consumer group). Stops
+    cleanly on SIGTERM/SIGINT after applying and committing its batch.
+    """
+    settings = cli_context(ctx).settings
+    metrics = Metrics()
+    port = None
+    if metrics_port >= 0:
+        port = serve(settings.metrics.model_copy(update={"port": metrics_port}), metrics.registry)
+    metrics.service_info.labels("consume").set(1)
+    tune_for_throughput()
+    service = ConsumerService(settings, metrics)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _s, _f: service.request_stop())
+    get_logger(service="consume").info("starting", metrics_port=port)
     service.run()

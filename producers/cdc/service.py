@@ -25,7 +25,7 @@ from confluent_kafka import Producer
 from bluegreen import db
 from bluegreen.config import Settings
 from bluegreen.errors import BluegreenError
-from bluegreen.kafka import ensure_topic, make_admin, make_producer
+from bluegreen.kafka import ensure_topic, make_admin, producer_for_topic
 from bluegreen.logs import get_logger
 from bluegreen.metrics import Metrics
 from producers.blue_setup import prepare_blue, slot_health
@@ -109,7 +109,8 @@ class CdcService:
         ensure_topic(settings.kafka, settings.kafka.topic, settings.kafka.partitions)
         self._partitions = self._partition_count()
         self._writer = KafkaWriter(
-            self._producer or make_producer(settings.kafka, **{"linger.ms": 5}),
+            self._producer
+            or producer_for_topic(settings.kafka, settings.kafka.topic, **{"linger.ms": 5}),
             settings.kafka.topic,
             name="cdc",
             metrics=self.metrics,

@@ -44,6 +44,8 @@ class BlueSnapshot:
             options=_SNAPSHOT_OPTIONS,
             application_name=f"bluegreen-snapshot-{self.slot}",
         )
+        # A replication connection speaks only the simple query protocol: never prepare.
+        self._conn.prepare_threshold = None
         self.opened_at = time.monotonic()
         self.version = self._open(create_timeout_s)
         self.database = str(self._conn.info.dbname)
@@ -98,6 +100,20 @@ class BlueSnapshot:
         with self._conn.cursor().copy(statement) as copy:
             copy.set_types(self._source.copy_types())
             yield from copy.rows()
+
+    def stream(self, query: str, fetch: int = 5_000) -> Iterator[tuple[Any, ...]]:
+        """Rows of a query at this snapshot, through a cursor, `fetch` at a time."""
+        cursor = f"bg_stream_{secrets.token_hex(4)}"
+        self._conn.execute(f"DECLARE {cursor} NO SCROLL CURSOR FOR {query}")
+        try:
+            while True:
+                rows = self._conn.execute(f"FETCH {int(fetch)} FROM {cursor}").fetchall()
+                if not rows:
+                    return
+                yield from rows
+        finally:
+            if not self._conn.closed:
+                self._conn.execute(f"CLOSE {cursor}")
 
     def close(self) -> None:
         """End the transaction and the connection; the temporary slot goes with them."""

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaException, Producer
 from bluegreen import db
 from bluegreen.config import Settings
 from bluegreen.errors import BluegreenError
-from bluegreen.kafka import make_producer
+from bluegreen.kafka import producer_for_topic
 from bluegreen.logs import get_logger
 from producers.blue_setup import slot_exists
 from producers.snapshot.reader import BlueSnapshot
@@ -96,7 +96,9 @@ class SnapshotWorker:
         self._control = db.connect(settings.control_dsn, autocommit=True)
         self._queue = TaskQueue(self._control, self.worker_id, settings.snapshot)
         self._writer = KafkaWriter(
-            producer or make_producer(settings.kafka), settings.kafka.topic, name="snapshot"
+            producer or producer_for_topic(settings.kafka, settings.kafka.topic),
+            settings.kafka.topic,
+            name="snapshot",
         )
         self._codec = codec or default_codec()
         self._encoder = EnvelopeEncoder(self._codec, source.columns)

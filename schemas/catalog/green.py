@@ -126,6 +126,11 @@ class ListingRecord(_Versioned, GreenBase):
     published: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The partition the record's key maps to: a TRUNCATE is applied per partition.
+    kafka_partition: Mapped[int] = mapped_column(Integer)
+
+
+Index("listing_record_partition_idx", ListingRecord.kafka_partition)
 
 
 class ApplyPosition(GreenBase):
@@ -141,6 +146,10 @@ class ApplyPosition(GreenBase):
     src_ts_ms: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     fence_id: Mapped[str | None] = mapped_column(Text)
     fence_lsn: Mapped[int | None] = mapped_column(BigInteger)
+    # After a TRUNCATE at version (floor_lsn, floor_seq), older changes on this partition
+    # are ignored: a late snapshot row cannot bring back a truncated row.
+    floor_lsn: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    floor_seq: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

@@ -58,7 +58,7 @@ def load_seed(
             conn.execute(f"TRUNCATE {qualified}")
         # Like pg_restore: load into the bare table, then build the indexes once.
         deferred = _drop_secondary_indexes(conn)
-        _JsonText.register(conn)
+        db.send_str_as_jsonb_text(conn)
         pending = 0
         with conn.cursor().copy(
             f"COPY {qualified} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
@@ -108,21 +108,3 @@ def _drop_secondary_indexes(conn: psycopg.Connection) -> list[str]:
         conn.execute(f"DROP INDEX IF EXISTS {SCHEMA}.{index.name}")
         rebuild.append(str(CreateIndex(index).compile(dialect=dialect)))
     return rebuild
-
-
-class _JsonText(str):
-    """JSON already serialised: sent as jsonb in binary COPY without parsing it again."""
-
-    @staticmethod
-    def register(conn: psycopg.Connection) -> None:
-        info = conn.adapters.types["jsonb"]
-
-        class Dumper(psycopg.adapt.Dumper):
-            format = psycopg.pq.Format.BINARY
-            oid = info.oid
-
-            def dump(self, obj: str) -> bytes:
-                return b"\x01" + obj.encode()
-
-        # Registered by oid too, so COPY ... set_types(["jsonb"]) uses it for str values.
-        conn.adapters.register_dumper(_JsonText, Dumper)

@@ -66,6 +66,7 @@ def test_green_tables_are_created_and_constrained(settings: Settings) -> None:
         }
         with pytest.raises(Exception, match="listing_record_live_check"):
             conn.execute(
-                "INSERT INTO sync.listing_record (sku, channel, deleted, src_lsn, src_seq) "
-                "VALUES ('A', 'US', false, 1, 1)"
+                "INSERT INTO sync.listing_record "
+                "(sku, channel, deleted, src_lsn, src_seq, kafka_partition) "
+                "VALUES ('A', 'US', false, 1, 1, 0)"
             )

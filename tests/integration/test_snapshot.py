@@ -168,7 +168,7 @@ def test_a_task_that_keeps_failing_ends_dead_and_the_others_complete(settings: B
     assert "retry --dead" in done.stderr
     rows = task_table(settings)
     dead = [r for r in rows if r["state"] == "DEAD"]
-    assert len(dead) == 1 and dead[0]["lo"] <= 1234 < dead[0]["hi"]
+    assert len(dead) == 1 and dead[0]["lo"] <= 1234 < dead[0]["hi"], [d["last_error"] for d in dead]
     assert dead[0]["attempts"] == 2
     assert "MSG_SIZE_TOO_LARGE" in dead[0]["last_error"]
     assert dead[0]["produce_errors"] >= 2

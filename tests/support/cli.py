@@ -21,7 +21,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     data = settings.model_dump(mode="json")
     for name in ("blue_dsn", "green_dsn", "control_dsn"):
         env[f"BLUEGREEN_{name.upper()}"] = getattr(settings, name).get_secret_value()
-    for section in ("kafka", "stack", "snapshot", "cdc", "log"):
+    for section in ("kafka", "stack", "snapshot", "cdc", "consumer", "log"):
         for key, value in data[section].items():
             if value is None:
                 continue

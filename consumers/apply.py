@@ -1,0 +1,207 @@
+"""The apply step: one green transaction per batch.
+
+Rows are staged with one binary COPY and applied with set-based statements (the
+domain's version-guarded upsert and derivation); the partitions' positions —
+next Kafka offset, newest source LSN and commit time, last fence — are written
+in the same transaction, so green always knows exactly what it holds.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pydantic import SecretStr
+
+from bluegreen import db
+from consumers.batch import Batch, PartitionProgress
+from schemas.catalog import green_apply
+from schemas.envelope import Version
+
+TRANSIENT = (
+    psycopg.OperationalError,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+)
+
+
+@dataclass(frozen=True)
+class Position:
+    next_offset: int
+    floor: Version
+
+
+_UPSERT_POSITION = """
+INSERT INTO sync.apply_position AS a (topic, partition, next_offset, src_lsn, src_ts_ms,
+                                      fence_id, fence_lsn, updated_at)
+VALUES (%(topic)s, %(partition)s, %(next_offset)s, %(src_lsn)s, %(src_ts_ms)s,
+        %(fence_id)s, %(fence_lsn)s, now())
+ON CONFLICT (topic, partition) DO UPDATE SET
+    next_offset = EXCLUDED.next_offset,
+    src_lsn = greatest(a.src_lsn, EXCLUDED.src_lsn),
+    src_ts_ms = greatest(a.src_ts_ms, EXCLUDED.src_ts_ms),
+    fence_id = coalesce(EXCLUDED.fence_id, a.fence_id),
+    fence_lsn = coalesce(EXCLUDED.fence_lsn, a.fence_lsn),
+    updated_at = now()
+"""
+
+
+class GreenWriter:
+    def __init__(self, dsn: SecretStr, topic: str) -> None:
+        self._dsn = dsn
+        self.topic = topic
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            # Asynchronous commit is safe here: green's position is written in the same
+            # transaction, and an assigned partition resumes from green's position, so a
+            # batch lost in a green crash is consumed again from Kafka.
+            self._conn = db.connect(
+                self._dsn, connect_timeout=5, options="-c synchronous_commit=off"
+            )
+            db.send_str_as_jsonb_text(self._conn)
+            self._conn.execute(green_apply.STAGE_DDL)
+            self._conn.commit()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+
+    def reset(self) -> None:
+        """Drop the connection after a failure; the next call opens a new one."""
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def stage(self, batch: Batch) -> None:
+        """Open the batch's transaction and COPY its rows (the caller's thread formats them).
+
+        `apply(batch, staged=True)` then finishes it, possibly from another thread: the
+        consumer stages in its own thread so the apply thread never competes for the GIL
+        row by row.
+        """
+        conn = self._connection()
+        try:
+            if batch.rows:
+                self._copy(conn, batch.rows)
+        except TRANSIENT:
+            self.reset()
+            raise
+
+    def apply(self, batch: Batch, *, staged: bool = False) -> None:
+        """Apply the batch and its positions in one transaction, and commit."""
+        conn = self._connection()
+        try:
+            if batch.rows:
+                if not staged:
+                    self._copy(conn, batch.rows)
+                self._derive(conn)
+            self._positions(conn, batch.progress.items())
+            conn.commit()
+        except BaseException:
+            if not conn.closed:
+                conn.rollback()
+            if isinstance(sys.exc_info()[1], TRANSIENT):
+                self.reset()
+            raise
+
+    def apply_each(
+        self, batch: Batch, before_commit: Callable[[list[tuple[int, psycopg.Error]]], None]
+    ) -> list[tuple[int, psycopg.Error]]:
+        """Apply message by message (savepoints): return the messages green refused.
+
+        Only used after a whole batch failed on its data, to find the poison message.
+        `before_commit` gets the refused messages before green commits past them (so
+        they can be dead-lettered first: nothing is lost if we crash in between).
+        """
+        conn = self._connection()
+        refused: list[tuple[int, psycopg.Error]] = []
+        by_owner: dict[int, list[tuple[Any, ...]]] = {}
+        for row, owner in zip(batch.rows, batch.row_owner, strict=True):
+            by_owner.setdefault(owner, []).append(row)
+        try:
+            with conn.transaction():
+                for owner, rows in by_owner.items():
+                    try:
+                        with conn.transaction():  # a savepoint
+                            self._copy(conn, rows)
+                            self._derive(conn)
+                            conn.execute("TRUNCATE stage_listing, touched_sku")
+                    except psycopg.errors.DataError as exc:
+                        refused.append((owner, exc))
+                    except psycopg.errors.IntegrityError as exc:
+                        refused.append((owner, exc))
+                self._positions(conn, batch.progress.items())
+                before_commit(refused)
+        except TRANSIENT:
+            self.reset()
+            raise
+        return refused
+
+    @staticmethod
+    def _copy(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
+        with conn.cursor().copy(green_apply.COPY_STAGE) as copy:
+            copy.set_types(green_apply.STAGE_TYPES)
+            for row in rows:
+                copy.write_row(row)
+
+    @staticmethod
+    def _derive(conn: psycopg.Connection) -> None:
+        conn.execute(green_apply.APPLY_RECORDS)
+        for statement in green_apply.DERIVE_PRODUCTS:
+            conn.execute(statement)
+
+    def _positions(
+        self, conn: psycopg.Connection, progress: Iterable[tuple[int, PartitionProgress]]
+    ) -> None:
+        params = [
+            {
+                "topic": self.topic,
+                "partition": partition,
+                "next_offset": p.next_offset,
+                "src_lsn": p.src_lsn,
+                "src_ts_ms": p.src_ts_ms,
+                "fence_id": p.fence.fence_id if p.fence else None,
+                "fence_lsn": p.fence.lsn if p.fence else None,
+            }
+            for partition, p in progress
+        ]
+        if params:
+            with conn.cursor() as cur:
+                cur.executemany(_UPSERT_POSITION, params)
+
+    def truncate(self, partition: int, version: Version, progress: PartitionProgress) -> None:
+        """Apply blue's TRUNCATE on one partition: tombstone its older records, set its floor."""
+        conn = self._connection()
+        try:
+            with conn.transaction():
+                conn.execute(
+                    green_apply.TRUNCATE_PARTITION,
+                    {"partition": partition, "lsn": version.lsn, "seq": version.seq},
+                )
+                for statement in (*green_apply.RELIST, *green_apply.DERIVE_PRODUCTS):
+                    conn.execute(statement)
+                self._positions(conn, [(partition, progress)])
+                conn.execute(
+                    "UPDATE sync.apply_position SET floor_lsn = %s, floor_seq = %s "
+                    "WHERE topic = %s AND partition = %s",
+                    (version.lsn, version.seq, self.topic, partition),
+                )
+        except TRANSIENT:
+            self.reset()
+            raise
+
+    def positions(self, partitions: Iterable[int]) -> dict[int, Position]:
+        conn = self._connection()
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT partition, next_offset, floor_lsn, floor_seq FROM sync.apply_position "
+                "WHERE topic = %s AND partition = ANY(%s)",
+                (self.topic, list(partitions)),
+            ).fetchall()
+        return {p: Position(offset, Version(lsn, seq)) for p, offset, lsn, seq in rows}
