@@ -292,26 +292,28 @@ def _round(
             green.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             where = "WHERE sku = ANY(%(only)s)" if only is not None else ""
             params = {"only": sorted(only)} if only is not None else None
-            products = green.cursor(name="verify_products")
-            products.itersize = 5_000
-            products.execute(_PRODUCTS.format(where=where), params)
-            listings = green.cursor(name="verify_listings")
-            listings.itersize = 5_000
-            listings.execute(_LISTINGS.format(where=where), params)
-            blue = _blue_skus(snapshot)
-            if only is not None:
-                blue = ((sku, rows) for sku, rows in blue if sku in only)
-            window: list[_Sku] = []
-            for state in _merge(blue, _grouped(products), _grouped(listings), snapshot_version):
-                report.skus += 1
-                report.products += state.product is not None
-                report.listings += len(state.listings)
-                window.append(state)
-                if len(window) >= range_size:
+            with (
+                green.cursor(name="verify_products") as products,
+                green.cursor(name="verify_listings") as listings,
+            ):
+                products.itersize = listings.itersize = 5_000
+                products.execute(_PRODUCTS.format(where=where), params)
+                listings.execute(_LISTINGS.format(where=where), params)
+                blue = _blue_skus(snapshot)
+                if only is not None:
+                    blue = ((sku, rows) for sku, rows in blue if sku in only)
+                window: list[_Sku] = []
+                merged = _merge(blue, _grouped(products), _grouped(listings), snapshot_version)
+                for state in merged:
+                    report.skus += 1
+                    report.products += state.product is not None
+                    report.listings += len(state.listings)
+                    window.append(state)
+                    if len(window) >= range_size:
+                        differing += _check_range(window, report)
+                        window = []
+                if window:
                     differing += _check_range(window, report)
-                    window = []
-            if window:
-                differing += _check_range(window, report)
             _newest_versions(green, differing)
     finally:
         snapshot.close()

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bluegreen.bench import apply as apply_bench
 from bluegreen.bench import cdc as cdc_bench
 from bluegreen.bench import codec as codec_bench
 from bluegreen.bench import snapshot as snapshot_bench
@@ -103,4 +104,44 @@ def cdc(
         ("capture process peak RSS, MB", f"{figures.peak_rss_mb:.0f}"),
     ):
         table.add_row(label, value)
+    Console().print(table)
+
+
+@app.command("apply")
+def apply(
+    ctx: typer.Context,
+    products: Annotated[int, typer.Option(min=1, help="Snapshot events to apply.")] = 300_000,
+    backlog: Annotated[
+        int, typer.Option(min=0, help="Backlog for the memory figure (0: skip).")
+    ] = 1_000_000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Consumer apply throughput (events/s, 1 process) and peak RSS under a large backlog.
+
+    Runs `bluegreen consume` against scratch databases and topics on the configured stack.
+    """
+    settings = cli_context(ctx).settings
+    results: dict[str, dict[str, float]] = {}
+    with scratch(settings, "apply") as bench:
+        apply_bench.fill_with_snapshot(bench, products)
+        results["throughput"] = apply_bench.consume_all(bench).as_dict()
+    if backlog:
+        with scratch(settings, "backlog") as bench:
+            apply_bench.fill_with_snapshot(bench, min(products, backlog))
+            apply_bench.top_up(bench, backlog)
+            results["backlog"] = apply_bench.consume_all(bench).as_dict()
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    table = Table(title="consumer: snapshot events applied to green, one process")
+    for column in ("run", "events", "seconds", "events/s", "peak RSS MB"):
+        table.add_column(column, justify="right")
+    for name, f in results.items():
+        table.add_row(
+            name,
+            f"{f['events']:,.0f}",
+            f"{f['seconds']:.1f}",
+            f"{f['events_per_second']:,.0f}",
+            f"{f['peak_rss_mb']:.0f}",
+        )
     Console().print(table)

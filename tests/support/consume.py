@@ -1,0 +1,79 @@
+"""Run the consumer in tests and wait until green applied everything in the topic."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from confluent_kafka import TopicPartition
+
+from bluegreen import db
+from bluegreen.config import Settings
+from bluegreen.kafka import make_consumer
+from bluegreen.metrics import Metrics
+from consumers.service import ConsumerService
+
+
+def topic_ends(settings: Settings) -> dict[int, int]:
+    consumer = make_consumer(settings.kafka, "test-watermarks")
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(settings.kafka.topic, p), timeout=10)[
+                1
+            ]
+            for p in range(settings.kafka.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def green_positions(settings: Settings) -> dict[int, int]:
+    with db.connect(settings.green_dsn) as conn:
+        exists = conn.execute("SELECT to_regclass('sync.apply_position')").fetchone()
+        if exists is None or exists[0] is None:
+            return {}
+        rows = conn.execute(
+            "SELECT partition, next_offset FROM sync.apply_position WHERE topic = %s",
+            (settings.kafka.topic,),
+        ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def wait_drained(settings: Settings, timeout_s: float = 120) -> None:
+    """Until green's position reaches the end of every partition of the topic."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ends = topic_ends(settings)
+        positions = green_positions(settings)
+        behind = {
+            p: (positions.get(p, 0), end) for p, end in ends.items() if positions.get(p, 0) < end
+        }
+        if not behind:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"green did not catch up: {behind}")
+        time.sleep(0.2)
+
+
+@contextmanager
+def running_consumer(settings: Settings) -> Iterator[ConsumerService]:
+    service = ConsumerService(settings, Metrics())
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="consume", daemon=True)
+    thread.start()
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        thread.join(60)
+    if failure:
+        raise failure[0]
