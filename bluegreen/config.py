@@ -12,6 +12,7 @@ they cannot leak through logs, tracebacks or ``--help``.
 from __future__ import annotations
 
 import contextvars
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -103,16 +104,21 @@ class KafkaSettings(_Frozen):
 
 
 class StackSettings(_Frozen):
-    """Where and how `bluegreen stack` runs the local services."""
+    """Where and how `bluegreen stack` runs the local services.
+
+    The default ports clash neither with a system PostgreSQL (5432) nor with the
+    kernel's ephemeral port range (32768-60999), where a client socket could hold the
+    port for a moment and make a server's bind fail.
+    """
 
     host: str = "127.0.0.1"
     state_dir: Path = Path(".bluegreen")
     pg_bin_dir: Path = Path("/usr/lib/postgresql/15/bin")
-    blue_port: int = Field(default=55432, ge=1024, le=65535)
-    green_port: int = Field(default=55433, ge=1024, le=65535)
-    control_port: int = Field(default=55434, ge=1024, le=65535)
-    kafka_port: int = Field(default=59092, ge=1024, le=65535)
-    kafka_controller_port: int = Field(default=59093, ge=1024, le=65535)
+    blue_port: int = Field(default=15432, ge=1024, le=65535)
+    green_port: int = Field(default=15433, ge=1024, le=65535)
+    control_port: int = Field(default=15434, ge=1024, le=65535)
+    kafka_port: int = Field(default=19092, ge=1024, le=65535)
+    kafka_controller_port: int = Field(default=19093, ge=1024, le=65535)
     kafka_version: str = "4.4.0"
     kafka_heap_mb: int = Field(default=512, ge=128)
     jar_cache_dir: Path = Path.home() / ".cache" / "bluegreen" / "kafka"
@@ -283,3 +289,25 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 def _path(path: Path | None) -> str | None:
     return None if path is None else str(path)
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """BLUEGREEN_* variables that make a child `bluegreen` process build these settings.
+
+    Holds secrets: hand it only to a child process's environment, never to a log.
+    """
+    env = {
+        f"{ENV_PREFIX}{name.upper()}": getattr(settings, name).get_secret_value()
+        for name in ("blue_dsn", "green_dsn", "control_dsn")
+    }
+    data = settings.model_dump(mode="json")
+    for section in ("kafka", "stack", "snapshot", "cdc", "consumer", "metrics", "log"):
+        value = getattr(settings, section)
+        for key, item in data[section].items():
+            if item is None:
+                continue
+            secret = getattr(value, key)
+            plain = secret.get_secret_value() if isinstance(secret, SecretStr) else item
+            text = json.dumps(plain) if isinstance(plain, (dict, list)) else str(plain)
+            env[f"{ENV_PREFIX}{section.upper()}__{key.upper()}"] = text
+    return env

@@ -7,8 +7,15 @@ use one per process) and exposed on ``/metrics`` by ``serve``.
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.parser import text_string_to_metric_families
 
 from bluegreen.config import MetricsSettings
+
+# Latency histograms: fine below a second, where the targets are (p99 <= 250 ms).
+LATENCY_BUCKETS = (
+    0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.030, 0.050, 0.075, 0.100, 0.150,
+    0.200, 0.250, 0.300, 0.400, 0.500, 0.750, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
 
 
 class Metrics:
@@ -89,7 +96,7 @@ class Metrics:
         self.cdc_commit_to_ack_seconds = Histogram(
             "bluegreen_cdc_commit_to_ack_seconds",
             "Seconds from a transaction's commit on blue to the broker's ack of its last event.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         # -- consumer ------------------------------------------------------------------------
@@ -115,7 +122,7 @@ class Metrics:
             "bluegreen_end_to_end_latency_seconds",
             "Seconds from a change's commit on blue to the commit of green's transaction "
             "that applied it.",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.dlq_messages = Counter(
@@ -147,3 +154,38 @@ def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:
         return None
     server, _thread = start_http_server(settings.port, addr=settings.host, registry=registry)
     return int(server.server_port)
+
+
+def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """Prometheus' histogram_quantile over (upper bound, cumulative count) pairs."""
+    if not buckets:
+        return None
+    ordered = sorted(buckets)
+    total = ordered[-1][1]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return ordered[-1][0]
+
+
+def scrape_histogram(text: str, name: str) -> list[tuple[float, float]]:
+    """(le, cumulative count) of a histogram in a /metrics page (Prometheus text format)."""
+    buckets = []
+    for family in text_string_to_metric_families(text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                buckets.append((float(sample.labels["le"]), float(sample.value)))
+    return buckets

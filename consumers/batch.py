@@ -39,6 +39,7 @@ class Batch:
     cdc_commit_ms: list[int] = field(default_factory=list)  # for end-to-end latency
     size: int = 0  # messages in the batch, whatever became of them
     started: float = field(default_factory=time.monotonic)
+    committed_ms: int = 0  # when green committed it (ms since the epoch)
 
     def advance(self, partition: int, offset: int) -> PartitionProgress:
         progress = self.progress.get(partition)

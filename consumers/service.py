@@ -38,6 +38,7 @@ from schemas.codec import Codec, default_codec
 from schemas.envelope import Version, now_ms
 
 _FINAL_FLUSH_ATTEMPTS = 5
+_IDLE_POLL_S = 0.05  # an empty batch waits this long for its first messages
 
 
 class ConsumerService:
@@ -105,13 +106,18 @@ class ConsumerService:
                 self._flush()
             return
         room = self.options.batch_max_messages - self._batch.size
-        deadline = self._batch.started + self.options.batch_max_wait_s
-        wait = min(0.5, max(0.0, deadline - now)) if not self._batch.empty else 0.5
-        for message in self._consumer.consume(num_messages=max(1, room), timeout=wait):
+        if self._batch.empty:
+            wait = _IDLE_POLL_S
+        else:
+            wait = max(0.0, self._batch.started + self.options.batch_max_wait_s - now)
+        messages = self._consumer.consume(num_messages=max(1, room), timeout=wait)
+        for message in messages:
             self._process(message)
         now = time.monotonic()
+        drained = len(messages) < room  # nothing more waiting: no reason to hold the batch
         if not self._batch.empty and (
-            self._batch.size >= self.options.batch_max_messages
+            drained
+            or self._batch.size >= self.options.batch_max_messages
             or now >= self._batch.started + self.options.batch_max_wait_s
         ):
             self._dispatch()
@@ -278,6 +284,7 @@ class ConsumerService:
             self._writer.apply(batch, staged=staged)
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
             raise _Refused(exc) from exc
+        batch.committed_ms = now_ms()
         return time.monotonic() - started
 
     def _bisect(self, batch: Batch) -> float:
@@ -294,6 +301,7 @@ class ConsumerService:
         while True:
             try:
                 self._writer.apply_each(batch, dead_letter_first)
+                batch.committed_ms = now_ms()
                 return time.monotonic() - started
             except TRANSIENT as exc:
                 self._note_failure(exc)
@@ -328,9 +336,9 @@ class ConsumerService:
         for op, count in batch.applied_ops.items():
             self.metrics.consumer_applied.labels(op).inc(count)
             self.applied += count
-        now = now_ms()
+        green_ms = batch.committed_ms or now_ms()
         for commit_ms in batch.cdc_commit_ms:
-            self.metrics.end_to_end_seconds.observe(max(0, now - commit_ms) / 1000)
+            self.metrics.end_to_end_seconds.observe(max(0, green_ms - commit_ms) / 1000)
         lsns = [g.src_lsn for g in batch.progress.values() if g.src_lsn]
         if lsns:
             self.metrics.consumer_last_lsn.set(max(lsns))

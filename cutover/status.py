@@ -1,14 +1,23 @@
-"""What `bluegreen status` shows: every figure an operator needs, gathered read-only."""
+"""What `bluegreen status` shows: every figure an operator needs, gathered read-only.
+
+Each part is collected on its own: a service that is down makes its part empty and
+adds a named problem, it does not hide the rest.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
+from confluent_kafka import KafkaException, TopicPartition
 
 from bluegreen import db
 from bluegreen.config import Settings
+from bluegreen.kafka import make_admin, make_consumer
+from consumers import dlq
+from cutover import state
 from producers.blue_setup import SlotHealth, slot_health
 from producers.snapshot import tasks
 
@@ -22,42 +31,105 @@ class SnapshotStatus:
 
 @dataclass
 class Status:
+    collected_at: datetime
+    phase: str | None = None
+    reads_on: str | None = None
+    router_epoch: int | None = None
+    switched_at: datetime | None = None
     snapshot: SnapshotStatus | None = None
     slot: SlotHealth | None = None
+    consumer_lag: dict[int, int] | None = None
+    dlq_open: int | None = None
+    verification: dict[str, Any] | None = None
+    audit: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def total_lag(self) -> int | None:
+        return None if self.consumer_lag is None else sum(self.consumer_lag.values())
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.slot is not None:
             data["slot"]["lag_bytes"] = self.slot.lag_bytes
             data["slot"]["retained_bytes"] = self.slot.retained_bytes
+        data["total_lag"] = self.total_lag
         return data
 
 
 def collect(settings: Settings) -> Status:
-    status = Status()
-    try:
-        with db.connect(settings.control_dsn, autocommit=True, connect_timeout=5) as control:
-            status.snapshot = _snapshot(control)
-    except psycopg.Error as exc:
-        status.problems.append(f"control database: {exc}".strip())
-    try:
-        with db.connect(settings.blue_dsn, autocommit=True, connect_timeout=5) as blue:
-            status.slot = slot_health(blue, settings.cdc.slot)
-    except psycopg.Error as exc:
-        status.problems.append(f"blue: {exc}".strip())
+    status = Status(collected_at=datetime.now().astimezone())
+    _part(status, "control database", lambda: _control(settings, status))
+    _part(status, "blue", lambda: _blue(settings, status))
+    _part(status, "kafka", lambda: _kafka(settings, status))
     return status
 
 
-def _snapshot(control: psycopg.Connection) -> SnapshotStatus | None:
-    exists = control.execute("SELECT to_regclass('bluegreen.snapshot_task')").fetchone()
-    if exists is None or exists[0] is None:
-        return None
-    counts = tasks.counts(control)
-    return SnapshotStatus(
-        tasks_by_state=counts.by_state,
-        rows=counts.rows,
-        last_errors=[
-            {"task": i, "state": s, "attempts": a, "error": e} for i, s, e, a in counts.last_errors
-        ],
-    )
+def _part(status: Status, name: str, collect_part: Any) -> None:
+    try:
+        collect_part()
+    except (psycopg.Error, KafkaException, OSError) as exc:
+        status.problems.append(f"{name}: {str(exc).strip()[:300]}")
+
+
+def _control(settings: Settings, status: Status) -> None:
+    with db.connect(settings.control_dsn, autocommit=True, connect_timeout=5) as control:
+        if _exists(control, "bluegreen.migration"):
+            status.phase = state.phase(control).value
+            router = state.router(control)
+            status.reads_on, status.router_epoch = router.color, router.epoch
+            status.switched_at = router.switched_at
+            status.verification = state.last_verification(control)
+            status.audit = [
+                {
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "to": e.to_phase,
+                    "reason": e.reason,
+                }
+                for e in state.audit_trail(control, limit=5)
+            ]
+        if _exists(control, "bluegreen.snapshot_task"):
+            counts = tasks.counts(control)
+            status.snapshot = SnapshotStatus(
+                tasks_by_state=counts.by_state,
+                rows=counts.rows,
+                last_errors=[
+                    {"task": i, "state": s, "attempts": a, "error": e}
+                    for i, s, e, a in counts.last_errors
+                ],
+            )
+
+
+def _exists(conn: psycopg.Connection, table: str) -> bool:
+    row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def _blue(settings: Settings, status: Status) -> None:
+    with db.connect(settings.blue_dsn, autocommit=True, connect_timeout=5) as blue:
+        status.slot = slot_health(blue, settings.cdc.slot)
+
+
+def _kafka(settings: Settings, status: Status) -> None:
+    kafka = settings.kafka
+    admin = make_admin(kafka)
+    topic = admin.list_topics(topic=kafka.topic, timeout=5).topics.get(kafka.topic)
+    if topic is None or topic.error is not None:
+        return
+    consumer = make_consumer(kafka, settings.consumer.group_id)
+    try:
+        partitions = [TopicPartition(kafka.topic, p) for p in sorted(topic.partitions)]
+        committed = consumer.committed(partitions, timeout=5)
+        lag = {}
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(kafka.topic, tp.partition), timeout=5
+            )
+            start = tp.offset if tp.offset >= 0 else low
+            lag[tp.partition] = max(0, high - start)
+        status.consumer_lag = lag
+    finally:
+        consumer.close()
+    status.dlq_open = dlq.open_count(kafka, settings.consumer.group_id)

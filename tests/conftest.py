@@ -27,11 +27,11 @@ from bluegreen.stack.local import LocalStack
 ROOT = Path(__file__).resolve().parent.parent
 TEST_STACK = StackSettings(
     state_dir=ROOT / ".bluegreen-test",
-    blue_port=56432,
-    green_port=56433,
-    control_port=56434,
-    kafka_port=59192,
-    kafka_controller_port=59193,
+    blue_port=16432,
+    green_port=16433,
+    control_port=16434,
+    kafka_port=19192,
+    kafka_controller_port=19193,
 )
 
 

@@ -10,6 +10,8 @@ import typer
 from bluegreen import __version__
 from bluegreen.cli import (
     bench_cmd,
+    cutover_cmd,
+    demo_cmd,
     dlq_cmd,
     schemas_cmd,
     seed_cmd,
@@ -35,6 +37,11 @@ app.command("status")(status_cmd.status)
 app.command("cdc")(service_cmds.cdc)
 app.command("consume")(service_cmds.consume)
 app.add_typer(dlq_cmd.app, name="dlq")
+app.command("verify")(cutover_cmd.verify_cmd)
+app.command("cutover")(cutover_cmd.cutover_cmd)
+app.command("rollback")(cutover_cmd.rollback_cmd)
+app.command("complete")(cutover_cmd.complete_cmd)
+app.command("demo")(demo_cmd.demo)
 app.add_typer(bench_cmd.app, name="bench")
 
 

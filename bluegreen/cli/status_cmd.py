@@ -1,67 +1,128 @@
-"""`bluegreen status`: where the migration stands."""
+"""`bluegreen status`: where the migration stands, once or live."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Annotated
 
 import typer
+from rich.columns import Columns
 from rich.console import Console, Group
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
 
 from bluegreen.cli.context import cli_context
 from cutover.status import Status, collect
 from producers.snapshot.tasks import State
 
 
-def render(status: Status) -> Group:
-    parts: list[Table | Panel] = []
-    snap = Table(title="snapshot tasks", show_header=True)
+def _overview(status: Status) -> Table:
+    table = Table(title="migration", show_header=False, expand=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    reads = status.reads_on or "-"
+    style = "bold green" if reads == "green" else "bold blue"
+    table.add_row("phase", Text(status.phase or "-", style="bold"))
+    table.add_row("reads served by", Text(reads, style=style))
+    table.add_row(
+        "router epoch", str(status.router_epoch if status.router_epoch is not None else "-")
+    )
+    lag = status.total_lag
+    table.add_row("consumer lag (messages)", "-" if lag is None else f"{lag:,}")
+    table.add_row("open dead letters", "-" if status.dlq_open is None else f"{status.dlq_open:,}")
+    if status.slot is not None:
+        table.add_row("CDC source lag (bytes)", f"{status.slot.lag_bytes:,}")
+        table.add_row("slot retains WAL (bytes)", f"{status.slot.retained_bytes:,}")
+        table.add_row("slot active", "yes" if status.slot.active else "no")
+    else:
+        table.add_row("CDC slot", "none yet")
+    verification = status.verification
+    if verification is None:
+        table.add_row("verification", "not run yet")
+    else:
+        verdict = "clean" if verification["clean"] else f"{verification['differences']} differences"
+        table.add_row("verification", f"{verdict} ({verification['at']:%H:%M:%S})")
+    return table
+
+
+def _snapshot(status: Status) -> Table | Panel:
     if status.snapshot is None:
-        parts.append(Panel("not planned yet (`bluegreen snapshot`)", title="snapshot"))
-    else:
-        for state in State:
-            snap.add_column(state.value, justify="right")
-        snap.add_column("rows", justify="right")
-        snap.add_row(
-            *(str(status.snapshot.tasks_by_state.get(s, 0)) for s in State),
-            f"{status.snapshot.rows:,}",
-        )
-        parts.append(snap)
-        if status.snapshot.last_errors:
-            errors = Table(title="last task errors")
-            for column in ("task", "state", "attempts", "error"):
-                errors.add_column(column, overflow="fold")
-            for e in status.snapshot.last_errors:
-                errors.add_row(str(e["task"]), e["state"], str(e["attempts"]), e["error"])
-            parts.append(errors)
-    if status.slot is None:
-        parts.append(Panel("no replication slot yet", title="CDC source"))
-    else:
-        slot = Table(title=f"CDC source (slot {status.slot.slot})")
-        for column in ("active", "lag bytes", "retained WAL bytes", "wal status"):
-            slot.add_column(column, justify="right")
-        slot.add_row(
-            "yes" if status.slot.active else "no",
-            f"{status.slot.lag_bytes:,}",
-            f"{status.slot.retained_bytes:,}",
-            status.slot.wal_status or "-",
-        )
-        parts.append(slot)
+        return Panel("not planned yet (`bluegreen snapshot`)", title="snapshot tasks")
+    table = Table(title="snapshot tasks")
+    for state in State:
+        table.add_column(state.value, justify="right")
+    table.add_column("rows", justify="right")
+    table.add_row(
+        *(str(status.snapshot.tasks_by_state.get(s, 0)) for s in State),
+        f"{status.snapshot.rows:,}",
+    )
+    return table
+
+
+def _lag(status: Status) -> Table | None:
+    if not status.consumer_lag:
+        return None
+    table = Table(title="consumer lag per partition")
+    table.add_column("partition", justify="right")
+    table.add_column("lag", justify="right")
+    for partition, lag in sorted(status.consumer_lag.items()):
+        table.add_row(str(partition), f"{lag:,}")
+    return table
+
+
+def render(status: Status) -> Group:
+    top = [
+        part for part in (_overview(status), _snapshot(status), _lag(status)) if part is not None
+    ]
+    parts: list[object] = [Columns(top)]
+    if status.snapshot is not None and status.snapshot.last_errors:
+        errors = Table(title="last task errors")
+        for column in ("task", "state", "attempts", "error"):
+            errors.add_column(column, overflow="fold")
+        for e in status.snapshot.last_errors:
+            errors.add_row(str(e["task"]), e["state"], str(e["attempts"]), e["error"])
+        parts.append(errors)
+    if status.audit:
+        audit = Table(title="last audited actions")
+        for column in ("at", "action", "to phase", "by", "reason"):
+            audit.add_column(column, overflow="fold")
+        for entry in status.audit:
+            audit.add_row(
+                f"{entry['at']:%H:%M:%S}",
+                entry["action"],
+                entry["to"] or "",
+                entry["actor"],
+                entry["reason"] or "",
+            )
+        parts.append(audit)
     for problem in status.problems:
         parts.append(Panel(problem, title="problem", style="red"))
-    return Group(*parts)
+    parts.append(Text(f"as of {status.collected_at:%Y-%m-%d %H:%M:%S %Z}", style="dim"))
+    return Group(*parts)  # type: ignore[arg-type]
 
 
 def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 2.0,
 ) -> None:
-    """Show the migration's state: snapshot tasks, CDC source lag and last errors."""
+    """Phase, where reads go, snapshot tasks, CDC source lag, consumer lag, DLQ, verification."""
     settings = cli_context(ctx).settings
-    current = collect(settings)
     if as_json:
-        typer.echo(json.dumps(current.as_dict(), indent=2, default=str))
+        typer.echo(json.dumps(collect(settings).as_dict(), indent=2, default=str))
         return
-    Console(width=160).print(render(current))
+    console = Console(width=160)
+    if not watch:
+        console.print(render(collect(settings)))
+        return
+    with Live(render(collect(settings)), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render(collect(settings)))
+        except KeyboardInterrupt:
+            return

@@ -119,6 +119,9 @@ class Cluster:
                     str(self.data_dir),
                     "-l",
                     str(self.log_file),
+                    # Address and port from the settings of this run, not the ones initdb saw.
+                    "-o",
+                    f"-p {self.port} -c listen_addresses={self.host}",
                     "-w",
                     "-t",
                     "60",

@@ -22,6 +22,7 @@ from bluegreen.kafka import ensure_topic
 from bluegreen.logs import get_logger
 from bluegreen.metrics import Metrics
 from bluegreen.progress import progress
+from cutover import state
 from producers.blue_setup import prepare_blue
 from producers.snapshot import tasks
 from producers.snapshot.worker import SnapshotWorker
@@ -53,6 +54,7 @@ def plan(settings: Settings, source: SourceSpec) -> tuple[int, bool]:
     chunk = settings.snapshot.chunk_size
     with db.connect(settings.control_dsn) as control:
         tasks.ensure_schema(control)
+        state.ensure_schema(control)
         control.commit()
         existing = control.execute(
             "SELECT tasks FROM bluegreen.snapshot_plan WHERE source_table = %s",
@@ -107,6 +109,7 @@ class SnapshotService:
         started = time.monotonic()
         planned, fresh = prepare(self.settings, self.source)
         self.log.info("snapshot planned" if fresh else "snapshot resumes", tasks=planned)
+        self._phase(state.Phase.SNAPSHOTTING, "snapshot started")
         context = multiprocessing.get_context("spawn")
         processes = [
             context.Process(
@@ -128,6 +131,8 @@ class SnapshotService:
                 signal.signal(sig, handler)
         with db.connect(self.settings.control_dsn) as control:
             final = tasks.counts(control)
+        if final.total and final.by_state.get(tasks.State.COMPLETED, 0) == final.total:
+            self._phase(state.Phase.CATCHING_UP, "snapshot completed")
         return SnapshotReport(
             tasks=final.total,
             completed=final.by_state.get(tasks.State.COMPLETED, 0),
@@ -165,6 +170,10 @@ class SnapshotService:
                 reporter.advance(self._observe(counts, time.monotonic() - last_time))
                 reporter.note(_states(counts))
 
+    def _phase(self, phase: state.Phase, action: str) -> None:
+        with db.connect(self.settings.control_dsn) as control:
+            state.transition(control, phase, action=action, by="bluegreen snapshot", strict=False)
+
     def _estimate_rows(self) -> int | None:
         with db.connect(self.settings.blue_dsn, autocommit=True) as blue:
             row = blue.execute(
@@ -174,8 +183,9 @@ class SnapshotService:
         return int(row[0]) if row and row[0] > 0 else None
 
     def _observe(self, counts: tasks.TaskCounts, interval: float) -> int:
-        for state in tasks.State:
-            self.metrics.snapshot_tasks.labels(state.value).set(counts.by_state.get(state, 0))
+        for task_state in tasks.State:
+            gauge = self.metrics.snapshot_tasks.labels(task_state.value)
+            gauge.set(counts.by_state.get(task_state, 0))
         delta = max(0, counts.rows - self._seen_rows)
         self._seen_rows = max(self._seen_rows, counts.rows)
         self.metrics.snapshot_rows.inc(delta)
@@ -188,7 +198,5 @@ class SnapshotService:
 
 def _states(counts: tasks.TaskCounts) -> str:
     return " ".join(
-        f"{state.value.lower()}={counts.by_state[state]}"
-        for state in tasks.State
-        if counts.by_state.get(state)
+        f"{s.value.lower()}={counts.by_state[s]}" for s in tasks.State if counts.by_state.get(s)
     )

@@ -32,6 +32,7 @@ class State(StrEnum):
 
 
 SCHEMA_SQL = """
+SELECT pg_advisory_xact_lock(hashtext('bluegreen-ddl'));
 CREATE SCHEMA IF NOT EXISTS bluegreen;
 CREATE TABLE IF NOT EXISTS bluegreen.snapshot_plan (
     source_table text PRIMARY KEY,

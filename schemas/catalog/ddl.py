@@ -12,11 +12,16 @@ from bluegreen.db import sqlalchemy_url
 from schemas.catalog.blue import BlueBase
 from schemas.catalog.green import SCHEMAS, GreenBase
 
+# Services start together (two consumers, say): one creates the tables, the others wait.
+_DDL_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('bluegreen-ddl'))")
+
 
 def create_blue(dsn: SecretStr) -> None:
     engine = create_engine(sqlalchemy_url(dsn), poolclass=NullPool)
     try:
-        BlueBase.metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(_DDL_LOCK)
+            BlueBase.metadata.create_all(conn)
     finally:
         engine.dispose()
 
@@ -25,9 +30,10 @@ def create_green(dsn: SecretStr) -> None:
     engine = create_engine(sqlalchemy_url(dsn), poolclass=NullPool)
     try:
         with engine.begin() as conn:
+            conn.execute(_DDL_LOCK)
             for schema in SCHEMAS:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        GreenBase.metadata.create_all(engine)
+            GreenBase.metadata.create_all(conn)
     finally:
         engine.dispose()
 

@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PORTS = {
-    "blue_port": 57432,
-    "green_port": 57433,
-    "control_port": 57434,
-    "kafka_port": 59292,
-    "kafka_controller_port": 59293,
+    "blue_port": 17432,
+    "green_port": 17433,
+    "control_port": 17434,
+    "kafka_port": 19292,
+    "kafka_controller_port": 19293,
 }
 
 

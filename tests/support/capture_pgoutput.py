@@ -1,6 +1,6 @@
 """Record real pgoutput messages from a PostgreSQL server as test vectors.
 
-    python -m tests.support.capture_pgoutput postgresql://postgres@127.0.0.1:56432/postgres \
+    python -m tests.support.capture_pgoutput postgresql://postgres@127.0.0.1:16432/postgres \
         tests/unit/data/pgoutput_v1.json
 
 Creates a scratch database, runs a scripted sequence of changes (with a TOASTed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -12,21 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bluegreen.config import Settings
+from bluegreen.config import Settings, as_environment
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes the CLI build exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLUEGREEN_")}
-    data = settings.model_dump(mode="json")
-    for name in ("blue_dsn", "green_dsn", "control_dsn"):
-        env[f"BLUEGREEN_{name.upper()}"] = getattr(settings, name).get_secret_value()
-    for section in ("kafka", "stack", "snapshot", "cdc", "consumer", "log"):
-        for key, value in data[section].items():
-            if value is None:
-                continue
-            text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-            env[f"BLUEGREEN_{section.upper()}__{key.upper()}"] = text
+    env.update(as_environment(settings))
     return env
 
 

@@ -69,4 +69,4 @@ def test_default_settings_reach_the_compose_services() -> None:
     for name in ("blue", "green", "control"):
         dsn = getattr(settings, f"{name}_dsn").get_secret_value()
         assert dsn == f"postgresql://postgres@127.0.0.1:{published(services[name])[5432]}/{name}"
-    assert settings.kafka.bootstrap_servers == f"127.0.0.1:{published(services['kafka'])[59092]}"
+    assert settings.kafka.bootstrap_servers == f"127.0.0.1:{published(services['kafka'])[19092]}"

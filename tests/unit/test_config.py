@@ -8,8 +8,8 @@ from bluegreen.errors import ConfigError
 
 def test_defaults_point_at_the_local_stack() -> None:
     settings = load_settings()
-    assert settings.blue_dsn.get_secret_value() == "postgresql://postgres@127.0.0.1:55432/blue"
-    assert settings.kafka.bootstrap_servers == "127.0.0.1:59092"
+    assert settings.blue_dsn.get_secret_value() == "postgresql://postgres@127.0.0.1:15432/blue"
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:19092"
     assert settings.kafka.dlq_topic == "bluegreen.catalog.changes.dlq"
     assert settings.kafka.partitions == 6
 
@@ -102,6 +102,6 @@ def test_stack_refuses_non_loopback_and_clashing_ports(monkeypatch: pytest.Monke
     with pytest.raises(ConfigError, match="loopback"):
         load_settings()
     monkeypatch.delenv("BLUEGREEN_STACK__HOST")
-    monkeypatch.setenv("BLUEGREEN_STACK__GREEN_PORT", "55432")
+    monkeypatch.setenv("BLUEGREEN_STACK__GREEN_PORT", "15432")
     with pytest.raises(ConfigError, match="distinct"):
         load_settings()

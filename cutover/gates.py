@@ -1,0 +1,86 @@
+"""The cutover gates: each answers, with its figure, whether reads may move to green."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+
+from bluegreen import db
+from bluegreen.config import Settings
+from consumers import dlq
+from cutover import fence, state
+from cutover.verify import VerifyReport, verify
+from producers.snapshot import tasks
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    ok: bool
+    figure: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def snapshot_done(settings: Settings) -> Gate:
+    with db.connect(settings.control_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('bluegreen.snapshot_task')").fetchone()
+        if exists is None or exists[0] is None:
+            return Gate("snapshot complete", False, "no snapshot was planned")
+        counts = tasks.counts(conn)
+    states = counts.by_state
+    done = states.get(tasks.State.COMPLETED, 0)
+    total = counts.total
+    ok = total > 0 and done == total
+    figure = f"{done}/{total} tasks COMPLETED"
+    others = {s: n for s, n in states.items() if s != tasks.State.COMPLETED and n}
+    if others:
+        figure += " (" + ", ".join(f"{n} {s}" for s, n in sorted(others.items())) + ")"
+    return Gate("snapshot complete", ok, figure)
+
+
+def dlq_empty(settings: Settings) -> Gate:
+    count = dlq.open_count(settings.kafka, settings.consumer.group_id)
+    return Gate("dead-letter queue empty", count == 0, f"{count} open dead letters")
+
+
+def lag_zero(settings: Settings, timeout_s: float) -> Gate:
+    written = fence.write(settings)
+    progress = fence.wait_applied(settings, written, timeout_s)
+    figure = (
+        f"fence {written.fence_id} applied on {len(progress.applied)}/{progress.partitions} "
+        f"partitions in {progress.seconds:.2f}s"
+    )
+    if not progress.done:
+        figure += f"; behind: partitions {progress.behind}"
+    return Gate("lag zero end to end", progress.done, figure)
+
+
+def verification_clean(settings: Settings, timeout_s: float) -> tuple[Gate, VerifyReport | None]:
+    try:
+        report = verify(settings, wait_for=fence.waiter(settings, timeout_s))
+    except fence.FenceTimeoutError as exc:
+        return Gate("verification clean", False, f"could not verify: {exc}"), None
+    record(settings, report)
+    kinds: dict[str, int] = {}
+    for difference in report.differences:
+        kinds[difference.kind] = kinds.get(difference.kind, 0) + 1
+    figure = f"{len(report.differences)} differences over {report.skus:,} SKUs"
+    if kinds:
+        figure += " (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
+    if report.unsettled:
+        figure += f", {len(report.unsettled)} SKUs still changing"
+    return Gate("verification clean", report.clean, figure), report
+
+
+def record(settings: Settings, report: VerifyReport) -> None:
+    with db.connect(settings.control_dsn) as conn:
+        state.ensure_schema(conn)
+        try:
+            state.record_verification(conn, report.as_dict())
+        except psycopg.Error:
+            conn.rollback()
+            raise
