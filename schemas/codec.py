@@ -22,6 +22,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from bluegreen.errors import SerializationError
+from schemas.decoder import compile_reader
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
@@ -137,6 +138,9 @@ class Codec:
             raise SerializationError("two kept schema versions have the same fingerprint")
         self._header = self.writer.header
         self._buffer = io.BytesIO()
+        # Data written with the reader's own version (the usual case) takes the compiled
+        # decoder; any other writer version is resolved into the reader's by fastavro.
+        self._fast_read = compile_reader(self.reader.source)
 
     def encode(self, event: Mapping[str, Any]) -> bytes:
         buffer = self._buffer
@@ -165,7 +169,20 @@ class Codec:
 
     def decode(self, data: bytes) -> dict[str, Any]:
         writer = self.writer_of(data)
-        reader = None if writer is self.reader else self.reader.parsed
+        if writer is self.reader:
+            try:
+                record, end = self._fast_read(data, HEADER_SIZE)
+            except (IndexError, ValueError, UnicodeDecodeError, OverflowError) as exc:
+                raise SerializationError(
+                    f"corrupt message body for schema v{writer.version}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if end != len(data):
+                raise SerializationError(
+                    f"corrupt message: {len(data) - end} trailing bytes after the record"
+                )
+            return record
+        reader = self.reader.parsed
         stream = io.BytesIO(data)
         stream.seek(HEADER_SIZE)
         try:

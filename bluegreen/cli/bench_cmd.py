@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,11 +13,53 @@ from rich.table import Table
 from bluegreen.bench import apply as apply_bench
 from bluegreen.bench import cdc as cdc_bench
 from bluegreen.bench import codec as codec_bench
+from bluegreen.bench import pipeline as pipeline_bench
 from bluegreen.bench import snapshot as snapshot_bench
 from bluegreen.bench.scratch import scratch
 from bluegreen.cli.context import cli_context
+from bluegreen.runtime import tune_for_throughput
 
-app = typer.Typer(help="Benchmarks that report figures: codec, and the pipeline's parts.")
+app = typer.Typer(
+    help="Benchmarks that report figures (never pass/fail): the whole pipeline against a "
+    "plain COPY, and each part on its own.",
+    invoke_without_command=True,
+)
+
+
+@app.callback()
+def bench(
+    ctx: typer.Context,
+    products: Annotated[int, typer.Option(min=100, help="Blue rows.")] = 300_000,
+    report_path: Annotated[
+        Path | None, typer.Option("--report", help="Write the figures as JSON here.")
+    ] = None,
+    write_rate: Annotated[float, typer.Option(min=1, help="CDC phase: changes/s on blue.")] = 300,
+    seconds: Annotated[float, typer.Option(min=1, help="CDC phase: its length.")] = 20,
+    consumers: Annotated[int, typer.Option(min=1, help="Consumer processes.")] = 1,
+) -> None:
+    """(a) COPY baseline, (b) snapshot through the pipeline, (c) CDC end-to-end latency.
+
+    Runs in scratch databases and topics on the configured stack; prints the ratio
+    (b)/(a).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = cli_context(ctx).settings
+    tune_for_throughput()
+    with scratch(settings, "bench") as scratch_settings:
+        report = pipeline_bench.run(
+            scratch_settings, products, write_rate=write_rate, seconds=seconds, consumers=consumers
+        )
+    data = report.as_dict()
+    if report_path is not None:
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.write_text(json.dumps(data, indent=2) + "\n")
+    table = Table(title=f"bluegreen bench: {products:,} blue rows")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    Console().print(table)
 
 
 @app.command("codec")

@@ -167,6 +167,7 @@ class ReadLoad:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(5)
+            if thread.is_alive():
+                thread.join(5)
         for router in self.routers:
             router.close()

@@ -126,11 +126,9 @@ class ListingRecord(_Versioned, GreenBase):
     published: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The partition the record's key maps to: a TRUNCATE is applied per partition.
+    # The partition the record's key maps to: a TRUNCATE is applied per partition (by a
+    # scan: a truncate is rare, an index here would cost every insert).
     kafka_partition: Mapped[int] = mapped_column(Integer)
-
-
-Index("listing_record_partition_idx", ListingRecord.kafka_partition)
 
 
 class ApplyPosition(GreenBase):
