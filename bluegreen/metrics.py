@@ -141,6 +141,28 @@ class Metrics:
             "1 while the consumer pauses its partitions because green refuses writes.",
             registry=r,
         )
+        # -- migration (exported by the consumer from the control database) ---------------
+        self.migration_phase = Gauge(
+            "bluegreen_migration_phase",
+            "1 for the migration's current phase (label phase), 0 for the others.",
+            ["phase"],
+            registry=r,
+        )
+        self.reads_on_green = Gauge(
+            "bluegreen_reads_on_green",
+            "1 while the read router sends reads to green, 0 while to blue.",
+            registry=r,
+        )
+        self.router_epoch = Gauge(
+            "bluegreen_router_epoch",
+            "The read router's epoch: it grows by one at every cutover or rollback.",
+            registry=r,
+        )
+        self.dlq_open = Gauge(
+            "bluegreen_dlq_open_messages",
+            "Dead letters not replayed yet (a cutover gate wants 0).",
+            registry=r,
+        )
         self.consumer_apply_retries = Counter(
             "bluegreen_consumer_apply_retries_total",
             "Batches retried after a transient green failure (connection, deadlock).",

@@ -32,6 +32,7 @@ from consumers.apply import TRANSIENT, GreenWriter
 from consumers.batch import Batch, PartitionProgress, Rejected
 from consumers.dlq import DlqLimit, DlqWriter
 from consumers.steps import Fence, Heartbeat, Truncate, control_of, decode, transform_rows, validate
+from cutover.exporter import MigrationGauges
 from schemas.catalog.ddl import create_green
 from schemas.catalog.validation import InvalidRowError
 from schemas.codec import Codec, default_codec
@@ -61,6 +62,7 @@ class ConsumerService:
         self._last_lag = 0.0
         self._inflight: tuple[Batch, Future[float]] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="green-apply")
+        self._gauges = MigrationGauges(settings, metrics)
         self.applied = 0
 
     def request_stop(self) -> None:
@@ -125,6 +127,7 @@ class ConsumerService:
             self._complete(block=False)
         if now - self._last_lag >= self.options.lag_interval_s:
             self._report_lag()
+            self._gauges.maybe_refresh()
 
     # -- one message ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.columns import Columns
@@ -65,7 +65,7 @@ def _snapshot(status: Status) -> Table | Panel:
 def _lag(status: Status) -> Table | None:
     if not status.consumer_lag:
         return None
-    table = Table(title="consumer lag per partition")
+    table = Table(title="consumer lag per partition", min_width=32)
     table.add_column("partition", justify="right")
     table.add_column("lag", justify="right")
     for partition, lag in sorted(status.consumer_lag.items()):
@@ -74,10 +74,10 @@ def _lag(status: Status) -> Table | None:
 
 
 def render(status: Status) -> Group:
-    top = [
-        part for part in (_overview(status), _snapshot(status), _lag(status)) if part is not None
-    ]
-    parts: list[object] = [Columns(top)]
+    parts: list[object] = [Columns([_overview(status), _snapshot(status)])]
+    lag = _lag(status)
+    if lag is not None:
+        parts.append(lag)
     if status.snapshot is not None and status.snapshot.last_errors:
         errors = Table(title="last task errors")
         for column in ("task", "state", "attempts", "error"):
@@ -109,6 +109,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes.")] = 2.0,
+    iterations: Annotated[
+        int, typer.Option(min=0, help="With --watch: stop after N refreshes (0: until Ctrl-C).")
+    ] = 0,
 ) -> None:
     """Phase, where reads go, snapshot tasks, CDC source lag, consumer lag, DLQ, verification."""
     settings = cli_context(ctx).settings
@@ -119,10 +122,19 @@ def status(
     if not watch:
         console.print(render(collect(settings)))
         return
-    with Live(render(collect(settings)), console=console, refresh_per_second=4) as live:
+    # Not a terminal (a pipe, a log): print every frame whole, not cropped to a screen.
+    overflow: Literal["ellipsis", "visible"] = "ellipsis" if console.is_terminal else "visible"
+    with Live(
+        render(collect(settings)),
+        console=console,
+        refresh_per_second=4,
+        vertical_overflow=overflow,
+    ) as live:
         try:
-            while True:
+            refreshes = 0
+            while not iterations or refreshes < iterations:
                 time.sleep(interval)
                 live.update(render(collect(settings)))
+                refreshes += 1
         except KeyboardInterrupt:
             return

@@ -1,0 +1,51 @@
+"""Migration figures as metrics: phase, where reads go, open dead letters.
+
+The consumer refreshes them now and then from the control database and Kafka, so
+a dashboard and the alert rules see the migration's state next to its flow.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from confluent_kafka import KafkaException
+
+from bluegreen import db
+from bluegreen.config import Settings
+from bluegreen.logs import get_logger
+from bluegreen.metrics import Metrics
+from consumers import dlq
+from cutover import state
+
+
+class MigrationGauges:
+    def __init__(self, settings: Settings, metrics: Metrics, interval_s: float = 10.0) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._last = 0.0
+        self._log = get_logger(component="migration-gauges")
+
+    def maybe_refresh(self) -> None:
+        if time.monotonic() - self._last >= self._interval_s:
+            self.refresh()
+
+    def refresh(self) -> None:
+        self._last = time.monotonic()
+        try:
+            with db.connect(self._settings.control_dsn, autocommit=True, connect_timeout=3) as conn:
+                exists = conn.execute("SELECT to_regclass('bluegreen.migration')").fetchone()
+                if exists is not None and exists[0] is not None:
+                    current = state.phase(conn)
+                    for phase in state.Phase:
+                        self._metrics.migration_phase.labels(phase.value).set(phase == current)
+                    router = state.router(conn)
+                    self._metrics.reads_on_green.set(router.color == "green")
+                    self._metrics.router_epoch.set(router.epoch)
+            open_letters = dlq.open_count(
+                self._settings.kafka, self._settings.consumer.group_id, timeout_s=3
+            )
+            self._metrics.dlq_open.set(open_letters)
+        except (psycopg.Error, KafkaException, OSError) as exc:
+            self._log.debug("migration gauges not refreshed", error=str(exc)[:200])
