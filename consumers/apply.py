@@ -59,9 +59,11 @@ class GreenWriter:
         if self._conn is None or self._conn.closed or self._conn.broken:
             # Asynchronous commit is safe here: green's position is written in the same
             # transaction, and an assigned partition resumes from green's position, so a
-            # batch lost in a green crash is consumed again from Kafka.
+            # batch lost in a green crash is consumed again from Kafka. No JIT: the temp
+            # tables have no statistics, so their estimates can cross jit_above_cost and a
+            # batch would pay tens of milliseconds compiling a plan it runs once.
             self._conn = db.connect(
-                self._dsn, connect_timeout=5, options="-c synchronous_commit=off"
+                self._dsn, connect_timeout=5, options="-c synchronous_commit=off -c jit=off"
             )
             db.send_str_as_jsonb_text(self._conn)
             self._conn.execute(green_apply.STAGE_DDL)

@@ -209,9 +209,10 @@ DERIVE_PRODUCTS = (
            r.channel, min(r.created_at) OVER w, max(r.updated_at) OVER w,
            first_value(r.src_lsn) OVER newest, first_value(r.src_seq) OVER newest
     FROM touched_sku t
-    -- LATERAL: an index lookup per touched SKU, whatever the planner guesses of touched_sku
+    -- An index lookup per touched SKU (OFFSET 0 keeps the planner from flattening the
+    -- LATERAL into a hash join over the whole of listing_record, whose cost grows with it)
     CROSS JOIN LATERAL (
-        SELECT * FROM sync.listing_record r WHERE r.sku = t.sku AND NOT r.deleted
+        SELECT * FROM sync.listing_record r WHERE r.sku = t.sku AND NOT r.deleted OFFSET 0
     ) r
     WINDOW w AS (PARTITION BY r.sku),
            newest AS (PARTITION BY r.sku ORDER BY r.src_lsn DESC, r.src_seq DESC)
