@@ -15,9 +15,9 @@ from bluegreen.bench import cdc as cdc_bench
 from bluegreen.bench import codec as codec_bench
 from bluegreen.bench import pipeline as pipeline_bench
 from bluegreen.bench import snapshot as snapshot_bench
-from bluegreen.bench.scratch import scratch
 from bluegreen.cli.context import cli_context
 from bluegreen.runtime import tune_for_throughput
+from bluegreen.scratch import scratch
 
 app = typer.Typer(
     help="Benchmarks that report figures (never pass/fail): the whole pipeline against a "

@@ -1,8 +1,8 @@
-"""Scratch databases and topics for a benchmark run, on the configured clusters.
+"""Scratch databases and topics on the configured clusters, for benchmarks and tests.
 
-A benchmark never touches the migration's own databases or topic: it creates
-`bench_<color>_<id>` databases next to them and a topic of its own, and drops
-them afterwards.
+A benchmark or a test never touches the migration's own databases or topic: it
+creates `<prefix>_<color>_<name>` databases next to them, a topic and a CDC slot
+of its own, and drops them all afterwards.
 """
 
 from __future__ import annotations
@@ -45,29 +45,34 @@ def drop_database(dsn: SecretStr, database: str) -> None:
 
 
 @contextmanager
-def scratch(settings: Settings, label: str) -> Iterator[Settings]:
-    """Settings pointing at fresh databases and a fresh topic; all dropped on exit."""
-    run = f"{label}_{uuid.uuid4().hex[:6]}"
+def isolated(settings: Settings, name: str, *, prefix: str) -> Iterator[Settings]:
+    """Settings pointing at fresh databases, topics and slot named for `name`; dropped on exit."""
     created: list[tuple[SecretStr, str]] = []
     update: dict[str, object] = {}
     kafka: KafkaSettings | None = None
     try:
         for color in ("blue", "green", "control"):
             dsn: SecretStr = getattr(settings, f"{color}_dsn")
-            database = f"bench_{color}_{run}"
+            database = f"{prefix}_{color}_{name}"
             admin = _with_database(dsn, "postgres").get_secret_value()
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
             created.append((dsn, database))
             update[f"{color}_dsn"] = _with_database(dsn, database)
-        kafka = settings.kafka.model_copy(
-            update={"topic": f"bench.{run}", "dlq_topic": f"bench.{run}.dlq"}
-        )
+        topic = f"{prefix}.{name}"
+        kafka = settings.kafka.model_copy(update={"topic": topic, "dlq_topic": f"{topic}.dlq"})
         update["kafka"] = kafka
-        update["cdc"] = settings.cdc.model_copy(update={"slot": f"bench_{run}"[:63]})
+        update["cdc"] = settings.cdc.model_copy(update={"slot": f"{prefix}_{name}"[:63]})
         yield settings.model_copy(update=update)
     finally:
         if kafka is not None:
             delete_topics(kafka, [kafka.topic, kafka.dlq_topic])
         for dsn, database in created:
             drop_database(dsn, database)
+
+
+@contextmanager
+def scratch(settings: Settings, label: str) -> Iterator[Settings]:
+    """A benchmark run's own databases and topic (`bench_<color>_<label>_<id>`)."""
+    with isolated(settings, f"{label}_{uuid.uuid4().hex[:6]}", prefix="bench") as run:
+        yield run
