@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from bluegreen.config import KafkaSettings
@@ -85,6 +85,20 @@ def producer_for_topic(settings: KafkaSettings, topic: str, **overrides: str | i
 
 def make_consumer(settings: KafkaSettings, group_id: str, **overrides: str | int) -> Consumer:
     return Consumer(consumer_config(settings, group_id, **overrides))
+
+
+def topic_ends(settings: KafkaSettings, group_id: str, timeout_s: float = 10.0) -> dict[int, int]:
+    """The high watermark of each partition of the change topic."""
+    consumer = make_consumer(settings, group_id)
+    try:
+        ends = {}
+        for p in range(settings.partitions):
+            _low, ends[p] = consumer.get_watermark_offsets(
+                TopicPartition(settings.topic, p), timeout=timeout_s
+            )
+        return ends
+    finally:
+        consumer.close()
 
 
 def make_admin(settings: KafkaSettings) -> AdminClient:

@@ -27,6 +27,19 @@ class Reporter(Protocol):
     def note(self, text: str) -> None: ...
 
 
+class _Silent:
+    """For work nobody watches (benchmarks, tests): every update is dropped."""
+
+    def advance(self, n: int) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+SILENT: Reporter = _Silent()
+
+
 class _Bar:
     def __init__(self, bar: Progress, total: int | None, unit: str, description: str) -> None:
         self._bar = bar

@@ -13,26 +13,18 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import TopicPartition
 
 from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.kafka import make_consumer, make_producer
+from bluegreen.config import Settings, as_environment
+from bluegreen.kafka import make_consumer, make_producer, topic_ends
 from bluegreen.metrics import Metrics
+from bluegreen.stack.processes import peak_rss_mb
 from producers.snapshot import service as snapshot
 from schemas.catalog import SOURCE
 from schemas.catalog.seed_load import load_seed
-
-
-class _Silent:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -48,28 +40,9 @@ class ApplyFigures:
 
 def _env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLUEGREEN_")}
-    env["BLUEGREEN_BLUE_DSN"] = settings.blue_dsn.get_secret_value()
-    env["BLUEGREEN_GREEN_DSN"] = settings.green_dsn.get_secret_value()
-    env["BLUEGREEN_CONTROL_DSN"] = settings.control_dsn.get_secret_value()
-    env["BLUEGREEN_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
-    env["BLUEGREEN_KAFKA__TOPIC"] = settings.kafka.topic
-    env["BLUEGREEN_KAFKA__DLQ_TOPIC"] = settings.kafka.dlq_topic
-    env["BLUEGREEN_KAFKA__PARTITIONS"] = str(settings.kafka.partitions)
+    env.update(as_environment(settings))
     env["BLUEGREEN_LOG__LEVEL"] = "WARNING"
     return env
-
-
-def _ends(settings: Settings) -> dict[int, int]:
-    consumer = make_consumer(settings.kafka, "bench-watermarks")
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(settings.kafka.topic, p), timeout=10)[
-                1
-            ]
-            for p in range(settings.kafka.partitions)
-        }
-    finally:
-        consumer.close()
 
 
 def _applied(settings: Settings) -> int:
@@ -84,16 +57,9 @@ def _applied(settings: Settings) -> int:
     return int(row[0]) if row else 0
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def consume_all(settings: Settings, timeout_s: float = 3600) -> ApplyFigures:
     """Run `bluegreen consume` until green applied the whole topic; time it, watch its memory."""
-    total = sum(_ends(settings).values())
+    total = sum(topic_ends(settings.kafka, "bench-watermarks").values())
     proc = subprocess.Popen(
         [sys.executable, "-m", "bluegreen", "consume", "--metrics-port", "-1"],
         env=_env(settings),
@@ -114,7 +80,7 @@ def consume_all(settings: Settings, timeout_s: float = 3600) -> ApplyFigures:
             if applied and first is None:
                 first = time.monotonic()
         elapsed = time.monotonic() - (first or time.monotonic())
-        peak = _peak_rss_mb(proc.pid)
+        peak = peak_rss_mb(proc.pid) or 0.0
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -127,7 +93,7 @@ def consume_all(settings: Settings, timeout_s: float = 3600) -> ApplyFigures:
 
 
 def fill_with_snapshot(settings: Settings, rows: int) -> None:
-    load_seed(settings.blue_dsn, rows, 42, replace=True, progress=_Silent())
+    load_seed(settings.blue_dsn, rows, 42, replace=True)
     report = snapshot.SnapshotService(settings, SOURCE, Metrics()).run(2)
     if not report.ok:
         raise RuntimeError(f"the benchmark snapshot did not complete: {report}")
@@ -135,7 +101,7 @@ def fill_with_snapshot(settings: Settings, rows: int) -> None:
 
 def top_up(settings: Settings, messages: int) -> None:
     """Copy the topic's messages onto its end until it holds `messages` (redeliveries)."""
-    ends = _ends(settings)
+    ends = topic_ends(settings.kafka, "bench-watermarks")
     have = sum(ends.values())
     if have >= messages:
         return

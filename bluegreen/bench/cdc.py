@@ -20,19 +20,12 @@ from typing import Any
 from bluegreen import db, logs
 from bluegreen.config import Settings
 from bluegreen.metrics import Metrics
+from bluegreen.stack.processes import peak_rss_mb
 from producers.cdc.service import CdcService
 from schemas.catalog import SOURCE
 from schemas.catalog.seed_load import load_seed
 
 _REPORT_EVERY_S = 0.5
-
-
-class _Silent:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -72,12 +65,7 @@ def _capture_child(settings: Settings, pipe: multiprocessing.connection.Connecti
     service.run()
     stop.set()
     reporter.join()
-    peak_kb = 0
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                peak_kb = int(line.split()[1])
-    pipe.send(("done", peak_kb))
+    pipe.send(("done", peak_rss_mb("self") or 0.0))
 
 
 class _Load(threading.Thread):
@@ -141,15 +129,15 @@ class _Capture:
         """Stop the service; return its peak RSS in MB."""
         self._pipe.send("stop")
         deadline = time.monotonic() + 60
-        peak_kb = 0
+        peak_mb = 0.0
         while time.monotonic() < deadline:
             if self._pipe.poll(0.5):
                 message = self._pipe.recv()
                 if message[0] == "done":
-                    peak_kb = message[1]
+                    peak_mb = message[1]
                     break
         self._process.join(30)
-        return peak_kb / 1024
+        return peak_mb
 
 
 def _steady(capture: _Capture, load: _Load, seconds: float) -> tuple[float, list[float]]:
@@ -188,7 +176,7 @@ def _burst(capture: _Capture, load: _Load, seconds: float) -> tuple[float, float
 
 
 def run(settings: Settings, *, rows: int, rate: int, seconds: float) -> CdcFigures:
-    load_seed(settings.blue_dsn, rows, 42, replace=True, progress=_Silent())
+    load_seed(settings.blue_dsn, rows, 42, replace=True)
     capture = _Capture(settings)
     capture.drain(time.monotonic() + 3)  # the service starts streaming
     steady_rate, latencies = _steady(capture, _Load(settings, rows, 10, rate), seconds)

@@ -31,14 +31,6 @@ from schemas.catalog.seed_load import load_seed
 _CDC_PORT, _CONSUME_PORT = 19561, 19562
 
 
-class _Silent:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 @dataclass
 class BenchReport:
     products: int
@@ -107,7 +99,7 @@ def run(
     settings: Settings, products: int, *, write_rate: float, seconds: float, consumers: int
 ) -> BenchReport:
     report = BenchReport(products=products, cdc_write_rate=write_rate, consumers=consumers)
-    load_seed(settings.blue_dsn, products, 42, replace=True, progress=_Silent())
+    load_seed(settings.blue_dsn, products, 42, replace=True)
     report.baseline_copy_seconds = round(baseline_copy(settings), 2)
     with db.connect(settings.green_dsn, autocommit=True) as green:
         green.execute("DROP TABLE public.legacy_product")

@@ -15,14 +15,6 @@ from schemas.catalog import SOURCE
 from schemas.catalog.seed_load import load_seed
 
 
-class _Silent:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 @dataclass(frozen=True)
 class SnapshotFigures:
     workers: int
@@ -38,7 +30,7 @@ class SnapshotFigures:
 
 def run_once(settings: Settings, rows: int, workers: int) -> SnapshotFigures:
     """One snapshot of `rows` seed rows in scratch databases the caller provides."""
-    load_seed(settings.blue_dsn, rows, 42, replace=True, progress=_Silent())
+    load_seed(settings.blue_dsn, rows, 42, replace=True)
     started = time.monotonic()
     report = service.SnapshotService(settings, SOURCE, Metrics()).run(workers)
     command = time.monotonic() - started

@@ -62,14 +62,6 @@ class DemoReport:
         return dict(self.__dict__)
 
 
-class _Silent:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 def reset(settings: Settings) -> None:
     """Drop what a previous demo left: slot, publication, topics, green and control state."""
     drop_capture(settings.blue_dsn, settings.cdc)
@@ -126,7 +118,7 @@ class Demo:
         self.step("resetting the demo state")
         reset(self.settings)
         self.step(f"seeding {self.products:,} blue rows")
-        load_seed(self.settings.blue_dsn, self.products, 42, replace=True, progress=_Silent())
+        load_seed(self.settings.blue_dsn, self.products, 42, replace=True)
         self.reporter.advance(1)
 
     def start_services(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bluegreen.config import Settings, as_environment
 from bluegreen.errors import BluegreenError
+from bluegreen.stack import processes
 
 
 class ServiceProcess:
@@ -61,12 +62,9 @@ class ServiceProcess:
                 time.sleep(0.2)
 
     def _read_peak(self) -> None:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.peak_rss_mb = int(line.split()[1]) / 1024
-        except OSError:
-            pass
+        peak = processes.peak_rss_mb(self.proc.pid)
+        if peak is not None:
+            self.peak_rss_mb = peak
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM, wait, SIGKILL after the timeout; remember the peak RSS first."""

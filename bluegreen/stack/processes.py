@@ -145,11 +145,21 @@ def tail_lines(path: Path | None, lines: int = 40) -> str:
     return "\n".join(text[-lines:])
 
 
-def rss_mb(pid: int) -> float | None:
+def _status_mb(pid: int | str, field: str) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+def rss_mb(pid: int | str) -> float | None:
+    """Resident memory now, in MiB (None when the process is gone)."""
+    return _status_mb(pid, "VmRSS:")
+
+
+def peak_rss_mb(pid: int | str) -> float | None:
+    """Peak resident memory (VmHWM), in MiB; pid "self" is this process."""
+    return _status_mb(pid, "VmHWM:")

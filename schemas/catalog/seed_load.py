@@ -12,7 +12,7 @@ from sqlalchemy.schema import CreateIndex
 
 from bluegreen import db
 from bluegreen.errors import BluegreenError
-from bluegreen.progress import Reporter
+from bluegreen.progress import SILENT, Reporter
 from schemas.catalog.blue import COLUMNS, SCHEMA, TABLE, LegacyProduct
 from schemas.catalog.ddl import create_blue
 from schemas.catalog.seed import generate
@@ -43,7 +43,7 @@ class SeedReport:
 
 
 def load_seed(
-    dsn: SecretStr, count: int, seed: int, *, replace: bool, progress: Reporter
+    dsn: SecretStr, count: int, seed: int, *, replace: bool, progress: Reporter = SILENT
 ) -> SeedReport:
     create_blue(dsn)
     qualified = f"{SCHEMA}.{TABLE}"

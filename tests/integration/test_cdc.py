@@ -9,13 +9,13 @@ import threading
 import time
 from collections import defaultdict
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bluegreen import db
 from bluegreen.config import Settings
+from bluegreen.stack.processes import peak_rss_mb
 from schemas.catalog.seed_load import load_seed
 from schemas.codec import default_codec
 from tests.support.cdc import current_lsn, running_cdc, wait_confirmed
@@ -25,16 +25,8 @@ from tests.support.kafka import read_all
 pytestmark = pytest.mark.integration
 
 
-class _Quiet:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 def seed(settings: Settings, rows: int = 200) -> None:
-    load_seed(settings.blue_dsn, rows, 42, replace=False, progress=_Quiet())
+    load_seed(settings.blue_dsn, rows, 42, replace=False)
 
 
 def events(settings: Settings) -> list[tuple[Any, dict[str, Any]]]:
@@ -125,7 +117,7 @@ def test_hundred_thousand_row_transaction_with_bounded_memory(settings: Settings
                 "'GBP', g % 50, true FROM generate_series(1, 100000) g"
             )
         wait_confirmed(settings, timeout_s=180)
-        peak_kb = peak_rss_kb(proc.pid)
+        peak_mb = peak_rss_mb(proc.pid)  # the CLI process runs the capture loop itself
         proc.signal(signal.SIGTERM)
         assert proc.wait(60) == 0, proc.output()
     finally:
@@ -134,15 +126,7 @@ def test_hundred_thousand_row_transaction_with_bounded_memory(settings: Settings
     assert len(creates) == 100_000
     assert len({e["source"]["lsn"] for e in creates}) == 1  # one transaction
     assert sorted(e["source"]["seq"] for e in creates) == list(range(1, 100_001))
-    assert peak_kb < 350 * 1024, f"peak RSS {peak_kb / 1024:.0f} MB"
-
-
-def peak_rss_kb(pid: int) -> int:
-    """VmHWM of the CLI process (it runs the capture loop itself)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
+    assert peak_mb is not None and peak_mb < 350, f"peak RSS {peak_mb} MB"
 
 
 def wait_for_active_slot(settings: Settings, timeout_s: float = 30) -> None:

@@ -35,16 +35,8 @@ from tests.support.kafka import read_all
 pytestmark = pytest.mark.integration
 
 
-class _Quiet:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 def prepared(settings: Settings, rows: int, **consumer: Any) -> Settings:
-    load_seed(settings.blue_dsn, rows, 42, replace=False, progress=_Quiet())
+    load_seed(settings.blue_dsn, rows, 42, replace=False)
     options = {"batch_max_messages": 500, "retry_backoff_base_s": 0.2, **consumer}
     return settings.model_copy(
         update={

@@ -28,16 +28,8 @@ from tests.support.consume import running_consumer, wait_drained
 pytestmark = pytest.mark.integration
 
 
-class _Quiet:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 def configured(settings: Settings, rows: int = 3_000) -> Settings:
-    load_seed(settings.blue_dsn, rows, 42, replace=False, progress=_Quiet())
+    load_seed(settings.blue_dsn, rows, 42, replace=False)
     return settings.model_copy(
         update={
             "consumer": ConsumerSettings(batch_max_messages=1_000, retry_backoff_base_s=0.2),

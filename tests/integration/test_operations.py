@@ -23,14 +23,6 @@ from tests.support.consume import wait_drained
 pytestmark = pytest.mark.integration
 
 
-class _Quiet:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,7 +41,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def test_metrics_of_a_running_consumer_and_snapshot(settings: Settings) -> None:
-    load_seed(settings.blue_dsn, 2_000, 42, replace=False, progress=_Quiet())
+    load_seed(settings.blue_dsn, 2_000, 42, replace=False)
     settings = settings.model_copy(
         update={
             "snapshot": SnapshotSettings(chunk_size=500),
@@ -96,7 +88,7 @@ def test_metrics_of_a_running_consumer_and_snapshot(settings: Settings) -> None:
 
 
 def test_status_watch_renders_the_live_view(settings: Settings) -> None:
-    load_seed(settings.blue_dsn, 300, 42, replace=False, progress=_Quiet())
+    load_seed(settings.blue_dsn, 300, 42, replace=False)
     snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
     done = bluegreen(settings, "status", "--watch", "--iterations", "1", "--interval", "0.2")
     assert done.returncode == 0, done.stderr
@@ -119,7 +111,7 @@ def test_status_watch_renders_the_live_view(settings: Settings) -> None:
 
 
 def test_json_logs_carry_the_operator_fields_and_no_secret(settings: Settings) -> None:
-    load_seed(settings.blue_dsn, 300, 42, replace=False, progress=_Quiet())
+    load_seed(settings.blue_dsn, 300, 42, replace=False)
     done = bluegreen(settings, "--log-format", "json", "snapshot", "--metrics-port", "-1")
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]

@@ -29,16 +29,8 @@ from tests.support.kafka import read_all
 pytestmark = pytest.mark.integration
 
 
-class _Quiet:
-    def advance(self, n: int) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-
 def seeded(settings: BGSettings, rows: int, **snapshot: Any) -> BGSettings:
-    load_seed(settings.blue_dsn, rows, 42, replace=False, progress=_Quiet())
+    load_seed(settings.blue_dsn, rows, 42, replace=False)
     fast = {"heartbeat_interval_s": 0.3, "heartbeat_timeout_s": 2.0, "backoff_base_s": 0.1}
     options = SnapshotSettings(**{**fast, **snapshot})
     return settings.model_copy(update={"snapshot": options})

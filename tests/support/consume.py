@@ -7,26 +7,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from confluent_kafka import TopicPartition
-
 from bluegreen import db
 from bluegreen.config import Settings
-from bluegreen.kafka import make_consumer
+from bluegreen.kafka import topic_ends
 from bluegreen.metrics import Metrics
 from consumers.service import ConsumerService
-
-
-def topic_ends(settings: Settings) -> dict[int, int]:
-    consumer = make_consumer(settings.kafka, "test-watermarks")
-    try:
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(settings.kafka.topic, p), timeout=10)[
-                1
-            ]
-            for p in range(settings.kafka.partitions)
-        }
-    finally:
-        consumer.close()
 
 
 def green_positions(settings: Settings) -> dict[int, int]:
@@ -45,7 +30,7 @@ def wait_drained(settings: Settings, timeout_s: float = 120) -> None:
     """Until green's position reaches the end of every partition of the topic."""
     deadline = time.monotonic() + timeout_s
     while True:
-        ends = topic_ends(settings)
+        ends = topic_ends(settings.kafka, "test-watermarks")
         positions = green_positions(settings)
         behind = {
             p: (positions.get(p, 0), end) for p, end in ends.items() if positions.get(p, 0) < end
