@@ -87,6 +87,9 @@ class VerifyReport:
 
 # -- canonical rows ------------------------------------------------------------------------------
 
+# Attributes compared as key-sorted JSON; one encoder, not one per json.dumps call.
+_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
 
 def _product_key(p: Product) -> tuple[Any, ...]:
     return (
@@ -94,7 +97,7 @@ def _product_key(p: Product) -> tuple[Any, ...]:
         p.product_type,
         p.name,
         p.description,
-        json.dumps(p.attributes, sort_keys=True, ensure_ascii=False),
+        _canonical_json(p.attributes),
         p.primary_channel,
         p.created_at,
         p.updated_at,
@@ -258,7 +261,7 @@ def _merge(
                 row = head[1][0]
                 state.product = (
                     *row[:4],
-                    json.dumps(row[4], sort_keys=True, ensure_ascii=False),
+                    _canonical_json(row[4]),
                     *row[5:8],
                 )
                 state.newest_lsn = max(state.newest_lsn, row[8])

@@ -101,6 +101,10 @@ _PAYLOAD = (
 )
 
 
+# Built once: json.dumps with options makes a new encoder on every call.
+_to_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def stage_row(op: ListingOp, partition: int) -> tuple[Any, ...]:
     """One staged row; the attributes travel as JSON text (jsonb)."""
     if isinstance(op, ListingUpsert):
@@ -112,7 +116,7 @@ def stage_row(op: ListingOp, partition: int) -> tuple[Any, ...]:
             op.product_type,
             op.name,
             op.description,
-            json.dumps(op.attributes, ensure_ascii=False, separators=(",", ":")),
+            _to_json(op.attributes),
             op.price,
             op.currency,
             op.stock,
