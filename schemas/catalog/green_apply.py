@@ -174,7 +174,8 @@ WITH winners AS (
         src_seq = EXCLUDED.src_seq,
         kafka_partition = EXCLUDED.kafka_partition
     WHERE (r.src_lsn, r.src_seq) < (EXCLUDED.src_lsn, EXCLUDED.src_seq)
-    RETURNING r.*
+    RETURNING r.sku, r.channel, r.deleted, r.price, r.currency, r.stock, r.published,
+              r.created_at, r.updated_at, r.src_lsn, r.src_seq
 ), unlisted AS (
     DELETE FROM catalog.channel_listing l
     WHERE (l.sku, l.channel) IN (SELECT sku, channel FROM changed WHERE deleted)
