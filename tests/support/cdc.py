@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from producers.blue_setup import slot_health
 from producers.cdc.service import CdcService
 from producers.lsn import parse_lsn
 from schemas.catalog import SOURCE
+from tests.support.service_thread import ServiceThread
 
 
 def current_lsn(settings: Settings) -> int:
@@ -41,30 +41,18 @@ def wait_confirmed(settings: Settings, lsn: int | None = None, timeout_s: float 
 def running_cdc(settings: Settings) -> Iterator[CdcService]:
     """The CDC service in a thread of this process, stopped (and checked) on exit."""
     service = CdcService(settings, SOURCE, Metrics())
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            service.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="cdc", daemon=True)
-    thread.start()
+    thread = ServiceThread(service, "cdc")
     deadline = time.monotonic() + 30
     while not _slot_active(settings):
-        if failure:
-            raise failure[0]
+        thread.check()
         if time.monotonic() > deadline:
             raise TimeoutError("the CDC service did not start streaming")
         time.sleep(0.05)
     try:
         yield service
     finally:
-        service.request_stop()
-        thread.join(60)
-        if failure:
-            raise failure[0]
+        thread.stop()
+        thread.check()
 
 
 def _slot_active(settings: Settings) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +11,7 @@ from bluegreen.config import Settings
 from bluegreen.kafka import topic_ends
 from bluegreen.metrics import Metrics
 from consumers.service import ConsumerService
+from tests.support.service_thread import ServiceThread
 
 
 def green_positions(settings: Settings) -> dict[int, int]:
@@ -45,20 +45,9 @@ def wait_drained(settings: Settings, timeout_s: float = 120) -> None:
 @contextmanager
 def running_consumer(settings: Settings) -> Iterator[ConsumerService]:
     service = ConsumerService(settings, Metrics())
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            service.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="consume", daemon=True)
-    thread.start()
+    thread = ServiceThread(service, "consume")
     try:
         yield service
     finally:
-        service.request_stop()
-        thread.join(60)
-    if failure:
-        raise failure[0]
+        thread.stop()
+    thread.check()
