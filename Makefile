@@ -49,4 +49,4 @@ bench: venv
 
 clean:
 	-$(BIN)/bluegreen stack down
-	rm -rf .bluegreen .bluegreen-test $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .bluegreen .bluegreen-test* $(VENV) .pytest_cache .mypy_cache .ruff_cache

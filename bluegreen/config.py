@@ -154,6 +154,8 @@ class SnapshotSettings(_Frozen):
     # A worker re-takes its snapshot after this long, so blue's vacuum is not held back.
     max_snapshot_age_s: float = Field(default=300.0, gt=0)
     slot_create_timeout_s: float = Field(default=120.0, gt=0)
+    # How long a worker keeps retrying blue, control or Kafka before its task fails.
+    reconnect_timeout_s: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> SnapshotSettings:
@@ -170,6 +172,8 @@ class CdcSettings(_Frozen):
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     status_interval_s: float = Field(default=1.0, gt=0)
     retained_wal_warning_bytes: int = Field(default=1 << 30, ge=0)
+    # How long the service keeps reconnecting to blue or Kafka before it exits non-zero.
+    reconnect_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class ConsumerSettings(_Frozen):
@@ -186,6 +190,8 @@ class ConsumerSettings(_Frozen):
     retry_backoff_base_s: float = Field(default=0.5, gt=0)
     retry_backoff_max_s: float = Field(default=15.0, gt=0)
     lag_interval_s: float = Field(default=2.0, gt=0)
+    # How long the service keeps reconnecting to green or Kafka before it exits non-zero.
+    reconnect_timeout_s: float = Field(default=300.0, gt=0)
 
 
 class MetricsSettings(_Frozen):

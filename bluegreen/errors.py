@@ -24,3 +24,10 @@ class SchemaCompatibilityError(BluegreenError):
 
 class TransformError(BluegreenError):
     """A blue change cannot be mapped to green; the message says why (it goes to the DLQ)."""
+
+
+class DependencyError(BluegreenError):
+    """A service could not reach a dependency (blue, green, control, Kafka) in time.
+
+    The message is one line: the service, the target without credentials, the cause.
+    """

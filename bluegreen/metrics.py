@@ -31,6 +31,13 @@ class Metrics:
             ["service"],
             registry=r,
         )
+        self.dependency_up = Gauge(
+            "bluegreen_dependency_up",
+            "1 while the service reaches the dependency (blue, green, control, kafka), "
+            "0 while it retries.",
+            ["dependency"],
+            registry=r,
+        )
         self.kafka_produce_errors = Counter(
             "bluegreen_kafka_produce_errors_total",
             "Messages whose delivery the broker reported as failed, by producer.",

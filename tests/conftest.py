@@ -22,13 +22,16 @@ from bluegreen.scratch import isolated
 from bluegreen.stack.local import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
+# BLUEGREEN_TEST_PORT_OFFSET=N moves the test stack N ports up (and into its own state
+# folder), so two checkouts can run their suites side by side.
+_OFFSET = int(os.environ.get("BLUEGREEN_TEST_PORT_OFFSET", "0"))
 TEST_STACK = StackSettings(
-    state_dir=ROOT / ".bluegreen-test",
-    blue_port=16432,
-    green_port=16433,
-    control_port=16434,
-    kafka_port=19192,
-    kafka_controller_port=19193,
+    state_dir=ROOT / (".bluegreen-test" + (f"-{_OFFSET}" if _OFFSET else "")),
+    blue_port=16432 + _OFFSET,
+    green_port=16433 + _OFFSET,
+    control_port=16434 + _OFFSET,
+    kafka_port=19192 + _OFFSET,
+    kafka_controller_port=19193 + _OFFSET,
 )
 
 

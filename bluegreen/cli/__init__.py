@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import sys
 
+import psycopg
+from confluent_kafka import KafkaException
+
 from bluegreen.cli.app import app
+from bluegreen.cli.context import debug_enabled
 from bluegreen.errors import BluegreenError
+from bluegreen.retry import one_line
 
 __all__ = ["app", "main"]
+
+# Errors a command may meet talking to its dependencies: one line, not a traceback.
+_ONE_LINE = (BluegreenError, psycopg.Error, KafkaException, OSError)
 
 
 def main() -> None:
     try:
         app()
-    except BluegreenError as exc:
-        print(f"bluegreen: error: {exc}", file=sys.stderr)
+    except _ONE_LINE as exc:
+        if debug_enabled():
+            raise
+        cause = "" if isinstance(exc, BluegreenError) else f"{type(exc).__name__}: "
+        print(
+            f"bluegreen {_command()}: error: {cause}{one_line(exc)} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         sys.exit(1)
+
+
+def _command() -> str:
+    words = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    return words[0] if words else ""

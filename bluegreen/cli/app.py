@@ -20,7 +20,7 @@ from bluegreen.cli import (
     stack_cmd,
     status_cmd,
 )
-from bluegreen.cli.context import CliContext
+from bluegreen.cli.context import CliContext, enable_debug
 
 app = typer.Typer(
     name="bluegreen",
@@ -67,8 +67,13 @@ def root(
         str | None,
         typer.Option("--log-format", help="console or json (default: BLUEGREEN_LOG__FORMAT)."),
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error, not one line.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    if debug:
+        enable_debug()
     ctx.obj = CliContext(config_file=config, log_format=log_format)

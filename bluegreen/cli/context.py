@@ -11,6 +11,17 @@ import typer
 from bluegreen import logs
 from bluegreen.config import Settings, load_settings
 
+_DEBUG = {"on": False}
+
+
+def enable_debug() -> None:
+    _DEBUG["on"] = True
+
+
+def debug_enabled() -> bool:
+    """--debug was given: errors show their traceback instead of one line."""
+    return _DEBUG["on"]
+
 
 @dataclass
 class CliContext:
