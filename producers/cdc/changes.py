@@ -4,7 +4,8 @@ Every change of the source table becomes an event versioned (commit LSN of its
 transaction, position in the transaction from 1). Updates carry the full old row
 (blue has REPLICA IDENTITY FULL); a TOASTed column an update did not touch comes
 as "unchanged" and is taken from the old row, never left empty. A change of the
-primary key becomes a delete of the old row and a create of the new one. Logical
+primary key becomes a delete of the old row and a create of the new one; so does a
+change of the aggregate key (the SKU), each keyed by its own aggregate. Logical
 messages under the ``bluegreen.`` prefix (fences, heartbeats) and truncates of the
 source table are broadcast to every partition; changes of other tables are
 ignored.
@@ -137,9 +138,13 @@ class ChangeBuilder:
         return Version(self._txn.final_lsn, self._seq), self._txn
 
     def _change(
-        self, op: Op, before: tuple[Any, ...] | None, after: tuple[Any, ...] | None
+        self,
+        op: Op,
+        before: tuple[Any, ...] | None,
+        after: tuple[Any, ...] | None,
+        version: Version | None = None,
     ) -> KeyedChange:
-        version, txn = self._version()
+        own_version, txn = self._version() if version is None else (version, self._open())
         image = after if after is not None else before
         assert image is not None
         return KeyedChange(
@@ -147,10 +152,15 @@ class ChangeBuilder:
             op=op,
             before=before,
             after=after,
-            version=version,
+            version=own_version,
             txid=txn.xid,
             ts_ms=txn.commit_ts_us // 1000,
         )
+
+    def _open(self) -> Begin:
+        if self._txn is None:
+            raise CaptureError("a row change outside a transaction")
+        return self._txn
 
     def event_of(self, change: KeyedChange) -> dict[str, Any]:
         """The change as an envelope dict (what Codec.encode takes)."""
@@ -184,10 +194,22 @@ class ChangeBuilder:
         new = self._fill_unchanged(relation, message.new, old)
         before_row = None if old is None else self._row(names, old)
         after = self._row(names, new)
-        pk = self._pk_index
+        pk, key = self._pk_index, self._key_index
         if before_row is not None and before_row[pk] != after[pk]:
             # A new primary key is a new row: the old one is deleted, the new one created.
             return [self._change(Op.DELETE, before_row, None), self._change(Op.CREATE, None, after)]
+        if before_row is not None and before_row[key] != after[key]:
+            # The row moved to another aggregate (its SKU changed). Per-key order holds only
+            # if every operation on a green key travels on that key's partition: the delete
+            # goes keyed by the old aggregate, the row's new state keyed by the new one, both
+            # at this change's version. (One event keyed by the new SKU would have the old
+            # SKU's listing deleted by whichever consumer owns the new SKU's partition,
+            # racing the old SKU's own partition.)
+            moved_at, _txn = self._version()
+            return [
+                self._change(Op.DELETE, before_row, None, moved_at),
+                self._change(Op.CREATE, None, after, moved_at),
+            ]
         return [self._change(Op.UPDATE, before_row, after)]
 
     def _full_old(
