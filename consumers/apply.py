@@ -1,22 +1,27 @@
-"""The apply step: one green transaction per batch.
+"""The apply step: one green transaction per batch, on the apply thread's own connection.
 
-Rows are staged with one binary COPY and applied with set-based statements (the
-domain's version-guarded upsert and derivation); the partitions' positions —
-next Kafka offset, newest source LSN and commit time, last fence — are written
-in the same transaction, so green always knows exactly what it holds.
+The transaction first locks its partitions' positions and checks they are where the
+batch starts (consumers/positions.py: the serialization and fencing of appliers);
+rows are then staged with one binary COPY and applied with set-based statements
+(the domain's version-guarded upsert and derivation); the partitions' positions —
+next Kafka offset, newest source LSN and commit time, last fence — are written in
+the same transaction, so green always knows exactly what it holds.
+
+A GreenWriter is used by one thread only (the consumer's apply thread): psycopg
+connections are not to be shared between a thread inside a transaction and another.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from pydantic import SecretStr
 
 from bluegreen import db
+from consumers import positions
 from consumers.batch import Batch, PartitionProgress
 from schemas.catalog import green_apply
 from schemas.envelope import Version
@@ -26,12 +31,6 @@ TRANSIENT = (
     psycopg.errors.SerializationFailure,
     psycopg.errors.DeadlockDetected,
 )
-
-
-@dataclass(frozen=True)
-class Position:
-    next_offset: int
-    floor: Version
 
 
 _UPSERT_POSITION = """
@@ -58,8 +57,10 @@ class GreenWriter:
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             # Asynchronous commit is safe here: green's position is written in the same
-            # transaction, and an assigned partition resumes from green's position, so a
-            # batch lost in a green crash is consumed again from Kafka. No JIT: the temp
+            # transaction; a batch lost in a green crash leaves green's position behind
+            # the consumer's, which the next apply's position check (or the rewind after
+            # the failed connection) finds, and the consumer reads it again from Kafka
+            # (consumers/positions.py). No JIT: the temp
             # tables have no statistics, so their estimates can cross jit_above_cost and a
             # batch would pay tens of milliseconds compiling a plan it runs once.
             self._conn = db.connect(
@@ -80,28 +81,17 @@ class GreenWriter:
             self._conn.close()
         self._conn = None
 
-    def stage(self, batch: Batch) -> None:
-        """Open the batch's transaction and COPY its rows (the caller's thread formats them).
+    def apply(self, batch: Batch) -> None:
+        """Apply the batch and its positions in one transaction, and commit.
 
-        `apply(batch, staged=True)` then finishes it, possibly from another thread: the
-        consumer stages in its own thread so the apply thread never competes for the GIL
-        row by row.
+        Raises PositionMovedError, applying nothing, when a partition's position in
+        green is not where the batch starts.
         """
         conn = self._connection()
         try:
+            positions.lock(conn, self.topic, batch.expected)
             if batch.rows:
                 self._copy(conn, batch.rows)
-        except TRANSIENT:
-            self.reset()
-            raise
-
-    def apply(self, batch: Batch, *, staged: bool = False) -> None:
-        """Apply the batch and its positions in one transaction, and commit."""
-        conn = self._connection()
-        try:
-            if batch.rows:
-                if not staged:
-                    self._copy(conn, batch.rows)
                 self._derive(conn)
             self._positions(conn, batch.progress.items())
             conn.commit()
@@ -128,6 +118,7 @@ class GreenWriter:
             by_owner.setdefault(owner, []).append(row)
         try:
             with conn.transaction():
+                positions.lock(conn, self.topic, batch.expected)
                 for owner, rows in by_owner.items():
                     try:
                         with conn.transaction():  # a savepoint
@@ -177,11 +168,14 @@ class GreenWriter:
             with conn.cursor() as cur:
                 cur.executemany(_UPSERT_POSITION, params)
 
-    def truncate(self, partition: int, version: Version, progress: PartitionProgress) -> None:
+    def truncate(
+        self, partition: int, version: Version, progress: PartitionProgress, expected: int
+    ) -> None:
         """Apply blue's TRUNCATE on one partition: tombstone its older records, set its floor."""
         conn = self._connection()
         try:
             with conn.transaction():
+                positions.lock(conn, self.topic, {partition: expected})
                 conn.execute(
                     green_apply.TRUNCATE_PARTITION,
                     {"partition": partition, "lsn": version.lsn, "seq": version.seq},
@@ -197,13 +191,3 @@ class GreenWriter:
         except TRANSIENT:
             self.reset()
             raise
-
-    def positions(self, partitions: Iterable[int]) -> dict[int, Position]:
-        conn = self._connection()
-        with conn.transaction():
-            rows = conn.execute(
-                "SELECT partition, next_offset, floor_lsn, floor_seq FROM sync.apply_position "
-                "WHERE topic = %s AND partition = ANY(%s)",
-                (self.topic, list(partitions)),
-            ).fetchall()
-        return {p: Position(offset, Version(lsn, seq)) for p, offset, lsn, seq in rows}

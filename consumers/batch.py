@@ -34,6 +34,8 @@ class Batch:
     row_owner: list[int] = field(default_factory=list)  # index into messages, per row
     messages: list[Message] = field(default_factory=list)  # messages that produced rows
     progress: dict[int, PartitionProgress] = field(default_factory=dict)
+    # Per partition, the offset green must hold for this batch to apply (set at dispatch).
+    expected: dict[int, int] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     applied_ops: dict[str, int] = field(default_factory=dict)
     cdc_commit_ms: list[int] = field(default_factory=list)  # for end-to-end latency
@@ -71,27 +73,7 @@ class Batch:
         self.rejected = [r for r in self.rejected if r.message.partition() not in partitions]
         for partition in partitions:
             self.progress.pop(partition, None)
-
-    def absorb(self, later: Batch) -> None:
-        """Append a later batch to this one (a failed batch is retried with what followed)."""
-        shift = len(self.messages)
-        self.rows.extend(later.rows)
-        self.row_owner.extend(owner + shift for owner in later.row_owner)
-        self.messages.extend(later.messages)
-        self.rejected.extend(later.rejected)
-        for op, count in later.applied_ops.items():
-            self.applied_ops[op] = self.applied_ops.get(op, 0) + count
-        self.cdc_commit_ms.extend(later.cdc_commit_ms)
-        self.size += later.size
-        for partition, progress in later.progress.items():
-            mine = self.progress.get(partition)
-            if mine is None:
-                self.progress[partition] = progress
-                continue
-            mine.next_offset = progress.next_offset
-            mine.src_lsn = max(mine.src_lsn, progress.src_lsn)
-            mine.src_ts_ms = max(mine.src_ts_ms, progress.src_ts_ms)
-            mine.fence = progress.fence or mine.fence
+            self.expected.pop(partition, None)
 
     @property
     def empty(self) -> bool:

@@ -1,15 +1,25 @@
 """`bluegreen consume`: the long-lived apply service.
 
 One loop: consume, run each message through decode -> transform -> validate into
-the batch, and when the batch is full or old enough, apply it to green in one
-transaction, write its dead letters, then commit its offsets. Offsets are never
-committed before green committed (auto-commit is refused by the client factory).
+the batch, and when the batch is full or old enough, hand it to the apply thread,
+which applies it to green in one transaction; then write its dead letters' acks and
+commit its offsets. Offsets are never committed before green committed (auto-commit
+is refused by the client factory).
 
-Green down or slow: the partitions are paused and the batch retried with
-exponential backoff; nothing more is fetched meanwhile, so memory stays bounded
-whatever the backlog. A rebalance flushes the batch before partitions go (or
-drops what belongs to them, to be redelivered to their new owner). Green's own
-record of positions decides where an assigned partition starts.
+Where a partition starts is green's record (consumers/positions.py), read when the
+partition is *claimed*: at assignment, and again after any doubt. Doubt is a failed
+green connection (a transaction the client saw commit may be lost: green commits
+asynchronously) or a batch whose position check failed (someone else applied the
+partition, or green lost transactions). Then the consumer *rewinds*: it drops every
+batch not durably applied, pauses its partitions, and — once green answers — seeks
+each to green's stored position and resumes. Nothing is retried from memory, so
+nothing a crash lost can be skipped.
+
+Threads and connections: this thread consumes, builds batches and reads positions
+on its own green connection (rebalance callbacks run here, inside ``consume``);
+the apply thread owns the apply connection; one batch is in flight at a time.
+Green or Kafka down: the service waits with capped backoff for
+``consumer.reconnect_timeout_s``, then stops with one line naming the cause.
 """
 
 from __future__ import annotations
@@ -21,16 +31,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
+from bluegreen import db
 from bluegreen.config import Settings
 from bluegreen.errors import SerializationError, TransformError
 from bluegreen.kafka import ensure_topic, make_consumer
 from bluegreen.logs import get_logger
 from bluegreen.metrics import Metrics
+from bluegreen.retry import Reconnector, one_line
 from consumers.apply import TRANSIENT, GreenWriter
 from consumers.batch import Batch, PartitionProgress, Rejected
 from consumers.dlq import DlqLimit, DlqWriter
+from consumers.positions import PositionMovedError, PositionReader
 from consumers.steps import Fence, Heartbeat, Truncate, control_of, decode, transform_rows, validate
 from cutover.exporter import MigrationGauges
 from schemas.catalog.ddl import create_green
@@ -38,8 +57,8 @@ from schemas.catalog.validation import InvalidRowError
 from schemas.codec import Codec, default_codec
 from schemas.envelope import Version, now_ms
 
-_FINAL_FLUSH_ATTEMPTS = 5
 _IDLE_POLL_S = 0.05  # an empty batch waits this long for its first messages
+_KAFKA_DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
 
 
 class ConsumerService:
@@ -52,18 +71,30 @@ class ConsumerService:
         self._codec = codec or default_codec()
         self._stop = threading.Event()
         self._batch = Batch()
+        # Claimed partitions: the offset green will hold once every dispatched batch
+        # committed (the next batch's expected position), and the truncate floor.
+        self._owned: dict[int, int] = {}
         self._floors: dict[int, Version] = {}
+        # Assigned partitions whose position green has not told yet: paused until claimed.
+        self._unclaimed: set[int] = set()
+        self._claim_at = 0.0
         self._committed: dict[int, int] = {}
-        self._unknown_floors: set[int] = set()
-        self._paused = False
-        self._retry_at = 0.0
-        self._retry_delay = self.options.retry_backoff_base_s
         self._limit = DlqLimit(self.options)
         self._last_lag = 0.0
         self._inflight: tuple[Batch, Future[float]] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="green-apply")
         self._gauges = MigrationGauges(settings, metrics)
+        timeout = self.options.reconnect_timeout_s
+        self._green = Reconnector(
+            "consume", "green", db.describe(settings.green_dsn), timeout,
+            gauge=metrics.dependency_up,
+        )  # fmt: skip
+        self._kafka = Reconnector(
+            "consume", "kafka", settings.kafka.bootstrap_servers, timeout,
+            gauge=metrics.dependency_up,
+        )  # fmt: skip
         self.applied = 0
+        self.rewinds = 0
 
     def request_stop(self) -> None:
         """Signal-safe: only sets a flag."""
@@ -73,10 +104,16 @@ class ConsumerService:
 
     def run(self) -> None:
         settings = self.settings
-        create_green(settings.green_dsn)
-        ensure_topic(settings.kafka, self.topic, settings.kafka.partitions)
-        ensure_topic(settings.kafka, settings.kafka.dlq_topic, settings.kafka.partitions)
-        self._writer = GreenWriter(settings.green_dsn, self.topic)
+        connect_errors = (psycopg.OperationalError,)
+        self._green.call(lambda: create_green(settings.green_dsn), connect_errors, self._stop)
+        for topic in (self.topic, settings.kafka.dlq_topic):
+            self._kafka.call(
+                lambda t=topic: ensure_topic(settings.kafka, t, settings.kafka.partitions),  # type: ignore[misc]
+                (KafkaException,),
+                self._stop,
+            )
+        self._writer = GreenWriter(settings.green_dsn, self.topic)  # the apply thread's
+        self._reader = PositionReader(settings.green_dsn, self.topic)  # this thread's
         self._dlq = DlqWriter(settings.kafka, self.metrics)
         self._consumer: Consumer = make_consumer(settings.kafka, self.options.group_id)
         self._consumer.subscribe(
@@ -89,7 +126,8 @@ class ConsumerService:
         try:
             while not self._stop.is_set():
                 self.run_once()
-            self._final_flush()
+            if not self._flush():
+                self.log.warning("stopping with an unapplied batch; it will be consumed again")
         except BaseException:
             self._batch = Batch()  # never apply or commit a batch the failure interrupted
             self._inflight = None
@@ -97,16 +135,14 @@ class ConsumerService:
         finally:
             self._executor.shutdown(wait=True)
             self._consumer.close()
-            self._writer.close()
-            self.log.info("stopped", applied=self.applied)
+            self._writer.close()  # the apply thread has ended: its connection is free
+            self._reader.close()
+            self.log.info("stopped", applied=self.applied, rewinds=self.rewinds)
 
     def run_once(self) -> None:
         now = time.monotonic()
-        if self._paused:
-            self._consumer.consume(num_messages=1, timeout=0.1)  # serve the group meanwhile
-            if now >= self._retry_at and self._load_unknown_floors():
-                self._flush()
-            return
+        if self._unclaimed and now >= self._claim_at:
+            self._claim()
         room = self.options.batch_max_messages - self._batch.size
         if self._batch.empty:
             wait = _IDLE_POLL_S
@@ -127,6 +163,7 @@ class ConsumerService:
             self._complete(block=False)
         if now - self._last_lag >= self.options.lag_interval_s:
             self._report_lag()
+            self._audit_positions()
             self._gauges.maybe_refresh()
 
     # -- one message ----------------------------------------------------------------------------
@@ -134,12 +171,13 @@ class ConsumerService:
     def _process(self, message: Message) -> None:
         error = message.error()
         if error is not None:
-            if error.fatal():
-                raise KafkaException(error)
-            if error.code() != KafkaError._PARTITION_EOF:
-                self.log.warning("consumer error", error=str(error))
+            self._kafka_error(error)
             return
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+        if partition not in self._owned:
+            return  # revoked, lost or rewinding: consumed again from green's position
+        if self._kafka.down:
+            self._kafka.succeeded()
         if self._batch.empty:
             self._batch.started = time.monotonic()
         try:
@@ -162,6 +200,16 @@ class ConsumerService:
             self._change(message, partition, progress, event)
             return
         self._limit.observe(False)
+
+    def _kafka_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaException(error)
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.code() in _KAFKA_DOWN:
+            self._kafka.failed(KafkaException(error))  # raises once down for too long
+            return
+        self.log.warning("consumer error", error=str(error))
 
     def _change(
         self, message: Message, partition: int, progress: PartitionProgress, event: dict[str, Any]
@@ -200,20 +248,21 @@ class ConsumerService:
 
     def _truncate(self, partition: int, offset: int, control: Truncate) -> None:
         """Blue was truncated: apply everything before it, then the truncate on its own."""
-        while not self._flush():
-            self._wait_for_green()
-        progress = self._batch.advance(partition, offset)
-        while True:
-            try:
-                self._writer.truncate(partition, control.version, progress)
-                break
-            except TRANSIENT as exc:
-                self._note_failure(exc)
-                self._wait_for_green()
+        if not self._flush():
+            return  # rewinding: the truncate is consumed again
+        batch = self._batch
+        progress = batch.advance(partition, offset)
+        self._batch = Batch()
+        expected = self._owned[partition]
+        job = self._executor.submit(
+            self._writer.truncate, partition, control.version, progress, expected
+        )
+        if not self._settle(job):
+            return
+        self._owned[partition] = progress.next_offset
         self._floors[partition] = control.version
         self.log.warning("blue was truncated: partition cleared", partition=partition)
-        self._commit(self._batch)
-        self._batch = Batch()
+        self._commit(batch)
 
     # -- batches --------------------------------------------------------------------------------
     #
@@ -222,27 +271,21 @@ class ConsumerService:
     # offsets are committed after green committed: green's position never passes a
     # message that is neither applied nor dead-lettered.
 
-    def _dispatch(self) -> bool:
+    def _dispatch(self) -> None:
         """Hand the current batch to the apply thread (after settling the previous one)."""
-        if not self._complete(block=True):
-            return False
-        batch = self._batch
-        if batch.empty:
-            return True
+        if not self._complete(block=True) or self._batch.empty:
+            return
+        batch, self._batch = self._batch, Batch()
         self._dead_letters(batch.rejected)
         batch.rejected.clear()
-        self._batch = Batch()
-        try:
-            self._writer.stage(batch)  # here: formatting rows needs the GIL, the apply does not
-        except TRANSIENT as exc:
-            self._batch = batch
-            self._note_failure(exc)
-            return False
-        self._inflight = (batch, self._executor.submit(self._timed_apply, batch, True))
-        return True
+        for partition, progress in batch.progress.items():
+            # Green must hold exactly what this consumer applied before, or nothing happens.
+            batch.expected[partition] = self._owned[partition]
+            self._owned[partition] = progress.next_offset
+        self._inflight = (batch, self._executor.submit(self._timed_apply, batch))
 
     def _complete(self, *, block: bool) -> bool:
-        """Settle the batch in flight: commit it, or take it back and pause if green failed."""
+        """Settle the batch in flight: commit its offsets, or rewind if green failed it."""
         if self._inflight is None:
             return True
         batch, future = self._inflight
@@ -250,47 +293,42 @@ class ConsumerService:
             return True
         self._inflight = None
         try:
-            seconds = future.result()
-        except TRANSIENT as exc:
-            batch.absorb(self._batch)
-            self._batch = batch
-            self._note_failure(exc)
-            return False
+            seconds: float | None = future.result()
         except _Refused:
             seconds = self._bisect(batch)
+        except (PositionMovedError, *TRANSIENT) as exc:
+            self._doubt(exc)
+            return False
+        if seconds is None:
+            return False
         self._finish(batch, seconds)
         return True
 
     def _flush(self) -> bool:
-        """Apply the current batch now (rebalance, truncate, stop, retry)."""
-        if not self._complete(block=True):
-            return False
-        batch = self._batch
-        if batch.empty:
-            return True
-        self._dead_letters(batch.rejected)
-        batch.rejected.clear()
-        try:
-            seconds = self._timed_apply(batch)
-        except TRANSIENT as exc:
-            self._note_failure(exc)
-            return False
-        except _Refused:
-            seconds = self._bisect(batch)
-        self._batch = Batch()
-        self._finish(batch, seconds)
-        return True
+        """Apply the current batch now and wait for it (rebalance, truncate, stop)."""
+        self._dispatch()
+        return self._complete(block=True) and self._batch.empty
 
-    def _timed_apply(self, batch: Batch, staged: bool = False) -> float:
+    def _timed_apply(self, batch: Batch) -> float:
+        """Runs on the apply thread."""
         started = time.monotonic()
         try:
-            self._writer.apply(batch, staged=staged)
+            self._writer.apply(batch)
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
             raise _Refused(exc) from exc
         batch.committed_ms = now_ms()
         return time.monotonic() - started
 
-    def _bisect(self, batch: Batch) -> float:
+    def _settle(self, job: Future[Any]) -> bool:
+        """Wait for an apply-thread job; on a green failure rewind and return False."""
+        try:
+            job.result()
+        except (PositionMovedError, *TRANSIENT) as exc:
+            self._doubt(exc)
+            return False
+        return True
+
+    def _bisect(self, batch: Batch) -> float | None:
         """Green refused the batch's data: dead-letter the bad messages, apply the rest."""
         started = time.monotonic()
         self.log.warning("batch refused by green; applying message by message")
@@ -301,14 +339,11 @@ class ConsumerService:
                 self._limit.observe(True)
             self._dead_letters(letters)
 
-        while True:
-            try:
-                self._writer.apply_each(batch, dead_letter_first)
-                batch.committed_ms = now_ms()
-                return time.monotonic() - started
-            except TRANSIENT as exc:
-                self._note_failure(exc)
-                self._wait_for_green()
+        job = self._executor.submit(self._writer.apply_each, batch, dead_letter_first)
+        if not self._settle(job):
+            return None
+        batch.committed_ms = now_ms()
+        return time.monotonic() - started
 
     def _dead_letters(self, rejected: list[Rejected]) -> None:
         for letter in rejected:
@@ -317,9 +352,9 @@ class ConsumerService:
             self._dlq.flush()
 
     def _finish(self, batch: Batch, seconds: float) -> None:
+        self._green.succeeded()
         self._commit(batch)
         self._observe(batch, seconds)
-        self._resume()
 
     def _commit(self, batch: Batch) -> None:
         offsets = [TopicPartition(self.topic, p, g.next_offset) for p, g in batch.progress.items()]
@@ -329,7 +364,7 @@ class ConsumerService:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # Green holds the position already: the partition's next owner starts there.
-            self.log.warning("offset commit failed", error=str(exc))
+            self.log.warning("offset commit failed", error=one_line(exc))
             return
         for tp in offsets:
             self._committed[tp.partition] = tp.offset
@@ -346,83 +381,104 @@ class ConsumerService:
         if lsns:
             self.metrics.consumer_last_lsn.set(max(lsns))
 
-    def _final_flush(self) -> None:
-        for _ in range(_FINAL_FLUSH_ATTEMPTS):
-            if self._flush():
-                return
-            self._wait_for_green()
-        self.log.warning("stopping with an unapplied batch; it will be consumed again")
+    # -- doubt: rewind to green's positions -----------------------------------------------------
 
-    # -- green down: pause, back off, resume ----------------------------------------------------
+    def _doubt(self, exc: BaseException) -> None:
+        """Green failed a batch, or its position moved: forget everything not durably applied
+        and claim every partition again from green's record."""
+        if isinstance(exc, PositionMovedError):
+            delay = 0.0
+            self.log.warning("green's position moved; rewinding", error=str(exc))
+        else:
+            self.metrics.consumer_apply_retries.inc()
+            delay = self._green.failed(exc)  # raises once green is down for too long
+        self.rewinds += 1
+        self._batch = Batch()
+        self._unclaimed.update(self._owned)
+        self._owned.clear()
+        self._consumer.pause([TopicPartition(self.topic, p) for p in self._unclaimed])
+        self.metrics.consumer_paused.set(1)
+        self._claim_at = time.monotonic() + delay
 
-    def _note_failure(self, exc: BaseException) -> None:
-        self.metrics.consumer_apply_retries.inc()
-        if not self._paused:
-            self._consumer.pause(self._consumer.assignment())
-            self._paused = True
-            self.metrics.consumer_paused.set(1)
-        self._retry_at = time.monotonic() + self._retry_delay
-        self.log.warning(
-            "green refused the batch; partitions paused",
-            error=str(exc).strip()[:300],
-            retry_in_s=round(self._retry_delay, 2),
-        )
-        self._retry_delay = min(self._retry_delay * 2, self.options.retry_backoff_max_s)
+    def _audit_positions(self) -> None:
+        """While idle, check green still holds what this consumer applied.
 
-    def _wait_for_green(self) -> None:
-        while time.monotonic() < self._retry_at and not self._stop.is_set():
-            self._consumer.consume(num_messages=1, timeout=0.1)
-
-    def _resume(self) -> None:
-        self._retry_delay = self.options.retry_backoff_base_s
-        if self._paused and not self._unknown_floors:
-            self._consumer.resume(self._consumer.assignment())
-            self._paused = False
-            self.metrics.consumer_paused.set(0)
-            self.log.info("green accepts writes again; partitions resumed")
-
-    def _load_unknown_floors(self) -> bool:
-        if not self._unknown_floors:
-            return True
+        A green crash can lose transactions the client saw commit (asynchronous commit),
+        and a quiet stream would never send a batch whose position check finds it; nor
+        would a connection that broke while idle be noticed. Reading the positions on
+        this thread's connection every lag interval finds both.
+        """
+        if self._inflight is not None or not self._batch.empty or not self._owned:
+            return
         try:
-            positions = self._writer.positions(self._unknown_floors)
+            stored = self._reader.claim(self._owned)
         except TRANSIENT as exc:
-            self._note_failure(exc)
-            return False
-        for partition in self._unknown_floors:
-            position = positions.get(partition)
-            self._floors[partition] = position.floor if position else Version(0, 0)
-        self._unknown_floors.clear()
-        if self._batch.empty:
-            self._resume()
-        return True
+            self._doubt(exc)
+            return
+        moved = {
+            p: stored[p].next_offset
+            for p, offset in self._owned.items()
+            if stored[p].next_offset != offset
+        }
+        if moved:
+            self._doubt(PositionMovedError(moved))
+
+    def _claim(self) -> None:
+        """Seek the unclaimed partitions to green's positions and resume them."""
+        assigned = {tp.partition for tp in self._consumer.assignment()}
+        self._unclaimed &= assigned
+        wanted = sorted(self._unclaimed)
+        if not wanted:
+            return
+        try:
+            positions = self._reader.claim(wanted)
+        except TRANSIENT as exc:
+            self._claim_at = time.monotonic() + self._green.failed(exc)
+            return
+        self._green.succeeded()
+        for partition in wanted:
+            position = positions[partition]
+            start = position.next_offset
+            tp = TopicPartition(self.topic, partition, start)
+            try:
+                self._consumer.seek(tp)
+            except KafkaException as exc:
+                self.log.info("partition not seekable yet", partition=partition, error=str(exc))
+                self._claim_at = time.monotonic() + 0.2
+                continue
+            self._owned[partition] = start
+            self._floors[partition] = position.floor
+            self._committed[partition] = start
+            self._unclaimed.discard(partition)
+        resumed = [TopicPartition(self.topic, p) for p in wanted if p in self._owned]
+        if resumed:
+            self._consumer.resume(resumed)
+            self.log.info("partitions claimed from green's positions", partitions=wanted)
+        if not self._unclaimed:
+            self.metrics.consumer_paused.set(0)
 
     # -- rebalances -----------------------------------------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = [tp.partition for tp in partitions]
         try:
-            positions = self._writer.positions(numbers)
+            positions = self._reader.claim(numbers)
         except TRANSIENT as exc:
-            # Start from Kafka's committed offsets (never past green's) and pause until
-            # green tells this partition's truncate floor.
-            self.log.warning("green unreachable at assignment", error=str(exc).strip()[:200])
-            self._unknown_floors.update(numbers)
+            # Paused until green tells where they stand.
+            self.log.warning("green unreachable at assignment", error=one_line(exc))
+            self._unclaimed.update(numbers)
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
-            self._paused = True
             self.metrics.consumer_paused.set(1)
-            self._retry_at = time.monotonic() + self._retry_delay
+            self._claim_at = time.monotonic() + self._green.failed(exc)
             return
         for tp in partitions:
-            position = positions.get(tp.partition)
-            if position is not None:
-                tp.offset = position.next_offset
-                self._committed[tp.partition] = position.next_offset
-            self._floors[tp.partition] = position.floor if position else Version(0, 0)
+            position = positions[tp.partition]
+            tp.offset = position.next_offset
+            self._owned[tp.partition] = position.next_offset
+            self._floors[tp.partition] = position.floor
+            self._committed[tp.partition] = position.next_offset
         consumer.incremental_assign(partitions)
-        if self._paused:
-            consumer.pause(partitions)
         self.log.info("partitions assigned", partitions=numbers)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -441,14 +497,21 @@ class ConsumerService:
 
     def _forget(self, partitions: set[int]) -> None:
         for partition in partitions:
+            self._owned.pop(partition, None)
             self._floors.pop(partition, None)
             self._committed.pop(partition, None)
-            self._unknown_floors.discard(partition)
+            self._unclaimed.discard(partition)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(str(partition))
 
     def _report_lag(self) -> None:
         self._last_lag = time.monotonic()
+        if self._kafka.down:
+            try:  # a positive sign of life while no message arrives
+                self._consumer.list_topics(self.topic, timeout=1.0)
+                self._kafka.succeeded()
+            except KafkaException as exc:
+                self._kafka.failed(exc)
         for partition, committed in list(self._committed.items()):
             try:
                 _low, high = self._consumer.get_watermark_offsets(
@@ -461,7 +524,7 @@ class ConsumerService:
 
     @property
     def stats(self) -> dict[str, Any]:
-        return {"applied": self.applied, "paused": self._paused}
+        return {"applied": self.applied, "paused": bool(self._unclaimed), "rewinds": self.rewinds}
 
 
 class _Refused(Exception):  # noqa: N818 - internal signal, never leaves this module

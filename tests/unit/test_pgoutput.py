@@ -61,7 +61,7 @@ SPEC = SourceSpec(
         Column("flag", Kind.BOOLEAN),
         Column("j", Kind.JSON),
     ),
-    aggregate_key="name",
+    aggregate_key="id",  # the recorded update renames in place (moves: test_change_keys)
     natural_key=("id",),
 )
 

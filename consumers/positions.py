@@ -1,0 +1,124 @@
+"""Green's record of where each partition stands, and the lock that serializes appliers.
+
+``sync.apply_position`` holds, per (topic, partition), the next Kafka offset green has
+applied and the partition's truncate floor, written in the same transaction as the
+rows. It is the only position that counts: Kafka's committed offsets are a copy (for
+lag dashboards and tools) that may run ahead of green after a green crash
+(asynchronous commit loses the last transactions) or behind it after a failed
+offset commit.
+
+Serialization and fencing, the mechanism behind guarantees 4 and 7: every apply
+transaction first locks the position rows of its partitions (``FOR UPDATE``, in
+partition order, so two appliers cannot deadlock on them) and checks that each still
+holds the offset the batch starts from.
+
+* Producers key every operation by its green aggregate (a SKU move is two
+  operations, one per SKU), so two transactions that touch one green key are two
+  transactions of the same partition, and this lock makes the second wait for the
+  first. Under READ COMMITTED each later statement takes its snapshot after the lock
+  was granted, so it sees everything the first committed: no data-modifying CTE
+  works from a snapshot that misses a concurrent commit on its keys.
+* A position that is not where the batch expects it means someone else applied the
+  partition meanwhile (a zombie consumer, the partition's new owner) or green lost
+  transactions in a crash. Nothing of the batch is applied (``PositionMoved``) and the
+  consumer rewinds the partitions to green's positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import psycopg
+from pydantic import SecretStr
+
+from bluegreen import db
+from schemas.envelope import Version
+
+# A claimed partition green has applied nothing of starts at offset 0: the beginning of
+# the partition (or, if retention removed its first segments, the earliest offset kept,
+# by the consumer's auto.offset.reset=earliest).
+NOTHING_APPLIED = 0
+
+
+@dataclass(frozen=True)
+class Position:
+    next_offset: int
+    floor: Version  # changes at or below it (a TRUNCATE of blue) are ignored
+
+
+class PositionMovedError(Exception):
+    """Green's position of a partition is not where the batch starts: nothing applied."""
+
+    def __init__(self, moved: Mapping[int, int | None]) -> None:
+        self.moved = dict(moved)
+        described = ", ".join(
+            f"partition {p} at {'nothing' if o is None else o}" for p, o in sorted(moved.items())
+        )
+        super().__init__(f"green's positions moved: {described}")
+
+
+_CLAIM = """
+INSERT INTO sync.apply_position (topic, partition, next_offset)
+SELECT %(topic)s, p, %(nothing)s FROM unnest(%(partitions)s::int[]) AS p
+ON CONFLICT (topic, partition) DO NOTHING
+"""
+_READ = """
+SELECT partition, next_offset, floor_lsn, floor_seq FROM sync.apply_position
+WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
+"""
+_LOCK = """
+SELECT partition, next_offset FROM sync.apply_position
+WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
+ORDER BY partition
+FOR UPDATE
+"""
+
+
+def claim(conn: psycopg.Connection, topic: str, partitions: Iterable[int]) -> dict[int, Position]:
+    """Green's positions of these partitions, creating a row for those it has none of
+    (so the apply lock always finds a row to take); one committed transaction."""
+    params = {"topic": topic, "partitions": sorted(set(partitions)), "nothing": NOTHING_APPLIED}
+    with conn.transaction():
+        conn.execute(_CLAIM, params)
+        rows = conn.execute(_READ, params).fetchall()
+    return {p: Position(offset, Version(lsn, seq)) for p, offset, lsn, seq in rows}
+
+
+def lock(conn: psycopg.Connection, topic: str, expected: Mapping[int, int]) -> None:
+    """Inside the apply transaction: lock the batch's partitions, check where they stand.
+
+    Raises PositionMovedError (the caller rolls back) when any partition is elsewhere.
+    """
+    if not expected:
+        return
+    rows = conn.execute(_LOCK, {"topic": topic, "partitions": sorted(expected)}).fetchall()
+    stored: dict[int, int | None] = {p: None for p in expected}
+    stored.update({int(p): int(offset) for p, offset in rows})
+    moved = {p: stored[p] for p, offset in expected.items() if stored[p] != offset}
+    if moved:
+        raise PositionMovedError(moved)
+
+
+class PositionReader:
+    """The consumer thread's own green connection: reads positions at assignment and
+    rewind, never touching the apply thread's connection."""
+
+    def __init__(self, dsn: SecretStr, topic: str) -> None:
+        self._dsn = dsn
+        self.topic = topic
+        self._conn: psycopg.Connection | None = None
+
+    def claim(self, partitions: Iterable[int]) -> dict[int, Position]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = db.connect(self._dsn, connect_timeout=5)
+        try:
+            return claim(self._conn, self.topic, partitions)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
