@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -26,6 +25,7 @@ from tests.support.cdc import running_cdc, wait_confirmed
 from tests.support.cli import bluegreen
 from tests.support.consume import running_consumer, wait_drained
 from tests.support.kafka import read_all
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -253,6 +253,15 @@ def test_verification_finds_injected_corruption_and_repair_fixes_it(pipeline: Se
     assert len(key_tasks) == 1 and key_tasks[0]["state"] == "COMPLETED"
 
 
+def served_by(reads: ReadLoad, color: str, more: int = 100) -> None:
+    """Until `more` further reads were served by `color` (the load goes on meanwhile)."""
+    start = reads.stats.by_color.get(color, 0)
+    wait_until(
+        lambda: reads.stats.by_color.get(color, 0) >= start + more,
+        f"{more} more reads served by {color}",
+    )
+
+
 def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> None:
     writes = WriteLoad(pipeline, rate=150)
     with db.connect(pipeline.blue_dsn) as conn:
@@ -264,14 +273,15 @@ def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> Non
         first = switch.cutover(pipeline, timeout_s=60)
         assert first.switched and router_color(pipeline) == "green"
         assert reads.switch_ms(first.router.epoch, first.router.switched_at.timestamp()) < 1000
-        time.sleep(1)
+        served_by(reads, "green")
         router, millis = switch.rollback(pipeline, reason="test")
         assert millis < 1000
         assert reads.switch_ms(router.epoch, router.switched_at.timestamp()) < 1000
-        time.sleep(1)
+        served_by(reads, "blue")
         second = switch.cutover(pipeline, timeout_s=60)
         assert second.switched
-        time.sleep(1)
+        assert reads.switch_ms(second.router.epoch, second.router.switched_at.timestamp()) < 1000
+        served_by(reads, "green")
     finally:
         writes.stop.set()
         writes.join(10)
@@ -294,9 +304,7 @@ def test_rollback_restores_reads_to_blue_and_they_stay_correct(pipeline: Setting
     reads = ReadLoad(pipeline, [sku], instances=1, threads=1)
     try:
         switch.rollback(pipeline, reason="test")
-        deadline = time.monotonic() + 5
-        while reads.routers[0].color != "blue" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: reads.routers[0].color == "blue", "the router learns of the rollback", 5)
         with reads.routers[0].connection() as (color, conn):
             assert color == "blue"
             rows = conn.execute(
