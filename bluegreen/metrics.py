@@ -167,7 +167,13 @@ class Metrics:
         )
         self.dlq_open = Gauge(
             "bluegreen_dlq_open_messages",
-            "Dead letters not replayed yet (a cutover gate wants 0).",
+            "Dead letters not replayed yet, superseded ones aside (a cutover gate wants 0).",
+            registry=r,
+        )
+        self.dlq_superseded = Gauge(
+            "bluegreen_dlq_superseded_messages",
+            "Dead letters not replayed yet whose every key green already holds at a newer "
+            "version: `bluegreen dlq replay` skips them; they do not block a cutover.",
             registry=r,
         )
         self.consumer_apply_retries = Counter(

@@ -9,23 +9,33 @@ The limit stops the service when too many messages fail — by share of a slidin
 window or in a row — because a bad deploy must not dead-letter the catalog.
 
 Which dead letters are still open is a Kafka fact: the replay group's committed
-offsets on the dead-letter topic. `bluegreen dlq replay` re-submits the open ones
-to the change topic (their key keeps them on their partition, the version guard
-applies as for any change) and then commits.
+offsets on the dead-letter topic. An open letter is *superseded* when green has
+since applied a newer version of every listing key its change would touch (the
+row was fixed in blue and the fix went through): replaying it would change
+nothing, or fail the same way again. Superseded letters do not block a cutover.
+`bluegreen dlq replay` re-submits the other open ones to the change topic (their
+key keeps them on their partition, the version guard applies as for any change),
+skips the superseded ones, and then commits past both.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from pydantic import SecretStr
 
+from bluegreen import db
 from bluegreen.config import ConsumerSettings, KafkaSettings
-from bluegreen.errors import BluegreenError
+from bluegreen.errors import BluegreenError, SerializationError
 from bluegreen.kafka import make_admin, make_consumer, make_producer
 from bluegreen.metrics import Metrics
+from schemas.catalog.superseded import VersionedKey, listing_keys, newer_in_green
+from schemas.codec import Codec, default_codec
+from schemas.envelope import version_of
 
 HEADER = "bluegreen."
 _REASON_LIMIT = 2000
@@ -84,6 +94,8 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
+    # Green holds every key of its change at a newer version (see `classify`).
+    superseded: bool = False
 
     @property
     def original(self) -> str:
@@ -156,16 +168,24 @@ def _headers(message: Message) -> dict[str, str]:
 def open_dead_letters(
     kafka: KafkaSettings, consumer_group: str, limit: int | None = None, timeout_s: float = 10.0
 ) -> list[DeadLetter]:
-    """The dead letters not replayed yet, oldest first per partition."""
+    """The dead letters not replayed yet, oldest first per partition (not classified)."""
+    return read_open(kafka, consumer_group, limit, timeout_s)[0]
+
+
+def read_open(
+    kafka: KafkaSettings, consumer_group: str, limit: int | None = None, timeout_s: float = 10.0
+) -> tuple[list[DeadLetter], int]:
+    """Up to `limit` open letters, and how many are open in all (from the same ranges)."""
     topic = kafka.dlq_topic
     metadata = make_admin(kafka).list_topics(timeout=timeout_s).topics.get(topic)
     if metadata is None or metadata.error is not None:
-        return []
+        return [], 0
     consumer = make_consumer(kafka, replay_group(consumer_group))
     try:
-        starts = _open_ranges(consumer, topic, list(metadata.partitions), timeout_s)
+        ranges = _open_ranges(consumer, topic, list(metadata.partitions), timeout_s)
+        total = sum(max(0, end - start) for start, end in ranges.values())
         letters: list[DeadLetter] = []
-        for partition, (start, end) in starts.items():
+        for partition, (start, end) in ranges.items():
             if start >= end:
                 continue
             consumer.assign([TopicPartition(topic, partition, start)])
@@ -176,11 +196,14 @@ def open_dead_letters(
                     if msg.error():
                         raise BluegreenError(f"cannot read {topic}: {msg.error()}")
                     at = int(msg.offset() or 0)
+                    if at >= end:  # written after the ranges were read
+                        offset = end
+                        break
                     letters.append(DeadLetter(partition, at, msg.key(), msg.value(), _headers(msg)))
                     offset = at + 1
                     if limit is not None and len(letters) >= limit:
-                        return letters
-        return letters
+                        return letters, total
+        return letters, total
     finally:
         consumer.close()
 
@@ -202,7 +225,8 @@ def _open_ranges(
 
 
 def open_count(kafka: KafkaSettings, consumer_group: str, timeout_s: float = 10.0) -> int:
-    """How many dead letters wait for a replay (a cutover gate wants 0)."""
+    """How many dead letters are past the replay group's offsets, superseded or not
+    (Kafka alone; `counts` tells the superseded ones apart)."""
     topic = kafka.dlq_topic
     metadata = make_admin(kafka).list_topics(timeout=timeout_s).topics.get(topic)
     if metadata is None or metadata.error is not None:
@@ -215,9 +239,92 @@ def open_count(kafka: KafkaSettings, consumer_group: str, timeout_s: float = 10.
     return sum(max(0, end - start) for start, end in ranges.values())
 
 
+def classify(
+    letters: Sequence[DeadLetter], green_dsn: SecretStr, codec: Codec | None = None
+) -> list[DeadLetter]:
+    """The letters, each marked superseded when green holds every listing key its change
+    would touch at a strictly newer version. One query to green for them all; a letter
+    that does not decode, or names no listing key, is never superseded."""
+    codec = codec or default_codec()
+    wanted: dict[int, list[VersionedKey]] = {}
+    for index, letter in enumerate(letters):
+        keys = _versioned_keys(letter, codec)
+        if keys:
+            wanted[index] = keys
+    if not wanted:
+        return list(letters)
+    with db.connect(green_dsn, autocommit=True, connect_timeout=5) as green:
+        newer = newer_in_green(green, {k for keys in wanted.values() for k in keys})
+    return [
+        replace(letter, superseded=True)
+        if index in wanted and all(k in newer for k in wanted[index])
+        else letter
+        for index, letter in enumerate(letters)
+    ]
+
+
+def _versioned_keys(letter: DeadLetter, codec: Codec) -> list[VersionedKey] | None:
+    if letter.value is None:
+        return None
+    try:
+        event = codec.decode(letter.value)
+    except SerializationError:
+        return None
+    keys = listing_keys(event)
+    if not keys:
+        return None
+    version = version_of(event)
+    return [(sku, channel, version.lsn, version.seq) for sku, channel in keys]
+
+
+@dataclass(frozen=True)
+class DlqCounts:
+    open: int  # not replayed and not superseded: what blocks a cutover
+    superseded: int  # not replayed, but green has applied newer versions of all their keys
+
+
+def counts(
+    kafka: KafkaSettings,
+    consumer_group: str,
+    green_dsn: SecretStr,
+    timeout_s: float = 10.0,
+    scan_limit: int | None = None,
+) -> DlqCounts:
+    """Open and superseded dead letters. Only the first `scan_limit` are read and
+    classified; any others (and any not read within the timeout) count as open."""
+    letters, total = read_open(kafka, consumer_group, scan_limit, timeout_s)
+    superseded = sum(letter.superseded for letter in classify(letters, green_dsn))
+    return DlqCounts(open=total - superseded, superseded=superseded)
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    replayed: int  # re-submitted to the change topic
+    superseded: int  # skipped: green already holds newer versions of their keys
+
+
+def replay_open(
+    kafka: KafkaSettings, consumer_group: str, green_dsn: SecretStr, timeout_s: float = 30.0
+) -> ReplayReport:
+    """The operator's replay: re-submit the open letters that are not superseded, skip
+    the superseded ones (they would change nothing, or fail again), mark all replayed."""
+    letters = classify(open_dead_letters(kafka, consumer_group, timeout_s=timeout_s), green_dsn)
+    replayed = _replay(kafka, consumer_group, letters, timeout_s)
+    return ReplayReport(replayed=replayed, superseded=len(letters) - replayed)
+
+
 def replay(kafka: KafkaSettings, consumer_group: str, timeout_s: float = 30.0) -> int:
-    """Re-submit every open dead letter to the change topic, then mark them replayed."""
+    """Re-submit every open dead letter, superseded or not (green is not asked), then
+    mark them replayed; `replay_open` is what `bluegreen dlq replay` runs."""
     letters = open_dead_letters(kafka, consumer_group, timeout_s=timeout_s)
+    return _replay(kafka, consumer_group, letters, timeout_s)
+
+
+def _replay(
+    kafka: KafkaSettings, consumer_group: str, letters: Sequence[DeadLetter], timeout_s: float
+) -> int:
+    """Produce the letters not superseded to their original topic, then commit the replay
+    group past every letter given. Returns how many were produced."""
     if not letters:
         return 0
     producer = make_producer(kafka)
@@ -227,7 +334,8 @@ def replay(kafka: KafkaSettings, consumer_group: str, timeout_s: float = 30.0) -
         if err is not None:
             failures.append(f"{err.name()}: {err.str()}")
 
-    for letter in letters:
+    to_send = [letter for letter in letters if not letter.superseded]
+    for letter in to_send:
         origin = f"{kafka.dlq_topic}[{letter.dlq_partition}]@{letter.dlq_offset}"
         headers: list[tuple[str, str | bytes | None]] = [(f"{HEADER}replayed-from", origin)]
         producer.produce(
@@ -253,4 +361,4 @@ def replay(kafka: KafkaSettings, consumer_group: str, timeout_s: float = 30.0) -
         )
     finally:
         consumer.close()
-    return len(letters)
+    return len(to_send)

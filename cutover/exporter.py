@@ -1,4 +1,4 @@
-"""Migration figures as metrics: phase, where reads go, open dead letters.
+"""Migration figures as metrics: phase, where reads go, open and superseded dead letters.
 
 The consumer refreshes them now and then from the control database and Kafka, so
 a dashboard and the alert rules see the migration's state next to its flow.
@@ -17,6 +17,10 @@ from bluegreen.logs import get_logger
 from bluegreen.metrics import Metrics
 from consumers import dlq
 from cutover import state
+
+# The refresh runs in the consumer's loop: it reads and classifies at most this many open
+# dead letters; beyond that they count as open (the cutover gate reads them all).
+_DLQ_SCAN_LIMIT = 2_000
 
 
 class MigrationGauges:
@@ -43,9 +47,14 @@ class MigrationGauges:
                     router = state.router(conn)
                     self._metrics.reads_on_green.set(router.color == "green")
                     self._metrics.router_epoch.set(router.epoch)
-            open_letters = dlq.open_count(
-                self._settings.kafka, self._settings.consumer.group_id, timeout_s=3
+            letters = dlq.counts(
+                self._settings.kafka,
+                self._settings.consumer.group_id,
+                self._settings.green_dsn,
+                timeout_s=3,
+                scan_limit=_DLQ_SCAN_LIMIT,
             )
-            self._metrics.dlq_open.set(open_letters)
+            self._metrics.dlq_open.set(letters.open)
+            self._metrics.dlq_superseded.set(letters.superseded)
         except (psycopg.Error, KafkaException, OSError) as exc:
             self._log.debug("migration gauges not refreshed", error=str(exc)[:200])

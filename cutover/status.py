@@ -39,7 +39,8 @@ class Status:
     snapshot: SnapshotStatus | None = None
     slot: SlotHealth | None = None
     consumer_lag: dict[int, int] | None = None
-    dlq_open: int | None = None
+    dlq_open: int | None = None  # not replayed, superseded ones aside
+    dlq_superseded: int | None = None  # not replayed, but green holds newer versions
     verification: dict[str, Any] | None = None
     audit: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -62,6 +63,7 @@ def collect(settings: Settings) -> Status:
     _part(status, "control database", lambda: _control(settings, status))
     _part(status, "blue", lambda: _blue(settings, status))
     _part(status, "kafka", lambda: _kafka(settings, status))
+    _part(status, "dead letters", lambda: _dead_letters(settings, status))
     return status
 
 
@@ -132,4 +134,8 @@ def _kafka(settings: Settings, status: Status) -> None:
         status.consumer_lag = lag
     finally:
         consumer.close()
-    status.dlq_open = dlq.open_count(kafka, settings.consumer.group_id)
+
+
+def _dead_letters(settings: Settings, status: Status) -> None:
+    found = dlq.counts(settings.kafka, settings.consumer.group_id, settings.green_dsn)
+    status.dlq_open, status.dlq_superseded = found.open, found.superseded

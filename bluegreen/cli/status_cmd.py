@@ -33,6 +33,8 @@ def _overview(status: Status) -> Table:
     lag = status.total_lag
     table.add_row("consumer lag (messages)", "-" if lag is None else f"{lag:,}")
     table.add_row("open dead letters", "-" if status.dlq_open is None else f"{status.dlq_open:,}")
+    superseded = status.dlq_superseded
+    table.add_row("superseded dead letters", "-" if superseded is None else f"{superseded:,}")
     if status.slot is not None:
         table.add_row("CDC source lag (bytes)", f"{status.slot.lag_bytes:,}")
         table.add_row("slot retains WAL (bytes)", f"{status.slot.retained_bytes:,}")

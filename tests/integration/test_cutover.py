@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import Any
@@ -16,6 +15,7 @@ from bluegreen.demo.load import ReadLoad, WriteLoad
 from bluegreen.kafka import ensure_topic, make_producer
 from bluegreen.metrics import Metrics
 from cutover import fence, state, switch
+from cutover.exporter import MigrationGauges
 from cutover.verify import verify
 from producers.snapshot import service as snapshot
 from producers.snapshot import tasks
@@ -24,6 +24,8 @@ from schemas.catalog.seed_load import load_seed
 from tests.support.cdc import running_cdc, wait_confirmed
 from tests.support.cli import bluegreen
 from tests.support.consume import running_consumer, wait_drained
+from tests.support.kafka import read_all
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +112,84 @@ def test_cutover_refuses_while_the_dlq_is_not_empty(pipeline: Settings) -> None:
         switch.cutover(pipeline, timeout_s=30)
 
 
+def dry_run_gates(settings: Settings, passing: bool) -> dict[str, dict[str, Any]]:
+    done = bluegreen(settings, "cutover", "--dry-run", "--json", "--timeout", "60")
+    assert done.returncode == (0 if passing else 2), done.stdout + done.stderr
+    return {g["name"]: g for g in json.loads(done.stdout)["gates"]}
+
+
+def listed_letters(settings: Settings) -> dict[str, Any]:
+    done = bluegreen(settings, "dlq", "list", "--json")
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
+
+
+def test_dead_letters_fixed_in_blue_are_superseded_and_no_longer_block(
+    pipeline: Settings,
+) -> None:
+    """The operator's story: three invalid blue rows go to the DLQ and block the cutover;
+    the rows are fixed in blue, the fixes reach green; `dlq replay` re-fails none of the
+    stale payloads, counts them as superseded, and the DLQ gate passes."""
+    breakages = {  # what the operator saw, and what each does to one US row
+        "currency 'EUR' is not channel US's USD": "currency = 'EUR'",
+        "does not end with its channel 'US'": "product_type = 'Sneaker'",
+        "size_us 42.3 is not a whole or half size": "attributes = '{\"size_us\": 42.3}'",
+    }
+    with db.connect(pipeline.blue_dsn) as conn:
+        rows = conn.execute(
+            "SELECT id, currency, product_type, attributes::text FROM legacy_product "
+            "WHERE channel = 'US' ORDER BY id LIMIT 3"
+        ).fetchall()
+        for (row_id, *_), change in zip(rows, breakages.values(), strict=True):
+            conn.execute(f"UPDATE legacy_product SET {change} WHERE id = %s", (row_id,))
+    wait_confirmed(pipeline)
+    wait_drained(pipeline)
+
+    listed = listed_letters(pipeline)
+    assert (listed["open"], listed["superseded"]) == (3, 0), listed
+    reasons = sorted(letter["reason"] for letter in listed["letters"])
+    for expected in breakages:
+        assert sum(expected in reason for reason in reasons) == 1, (expected, reasons)
+    assert [letter["superseded"] for letter in listed["letters"]] == [False] * 3
+    gauges = Metrics()
+    MigrationGauges(pipeline, gauges).refresh()
+    assert (gauges.dlq_open._value.get(), gauges.dlq_superseded._value.get()) == (3, 0)
+    blocked = dry_run_gates(pipeline, passing=False)["dead-letter queue empty"]
+    assert not blocked["ok"] and blocked["figure"] == "3 open dead letters, 0 superseded"
+
+    # The operator fixes the rows in blue; CDC and the consumer bring the fixes to green.
+    with db.connect(pipeline.blue_dsn) as conn:
+        for row_id, currency, product_type, attributes in rows:
+            conn.execute(
+                "UPDATE legacy_product SET currency = %s, product_type = %s, "
+                "attributes = %s::jsonb WHERE id = %s",
+                (currency, product_type, attributes, row_id),
+            )
+    wait_confirmed(pipeline)
+    wait_drained(pipeline)
+
+    listed = listed_letters(pipeline)
+    assert (listed["open"], listed["superseded"]) == (0, 3), listed
+    assert [letter["superseded"] for letter in listed["letters"]] == [True] * 3
+    MigrationGauges(pipeline, gauges).refresh()
+    assert (gauges.dlq_open._value.get(), gauges.dlq_superseded._value.get()) == (0, 3)
+
+    replayed = bluegreen(pipeline, "dlq", "replay")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 0 dead letters" in replayed.stdout
+    assert "skipped 3 superseded" in replayed.stdout
+    wait_drained(pipeline)
+    assert len(read_all(pipeline.kafka, pipeline.kafka.dlq_topic)) == 3  # nothing failed again
+    assert listed_letters(pipeline) == {"open": 0, "superseded": 0, "letters": []}
+    gates_now = dry_run_gates(pipeline, passing=True)
+    assert gates_now["dead-letter queue empty"] == {
+        "name": "dead-letter queue empty",
+        "ok": True,
+        "figure": "0 open dead letters, 0 superseded",
+    }
+    assert all(g["ok"] for g in gates_now.values()), gates_now
+
+
 def test_cutover_refuses_while_verification_differs(pipeline: Settings) -> None:
     with db.connect(pipeline.green_dsn) as conn:
         conn.execute(
@@ -173,6 +253,15 @@ def test_verification_finds_injected_corruption_and_repair_fixes_it(pipeline: Se
     assert len(key_tasks) == 1 and key_tasks[0]["state"] == "COMPLETED"
 
 
+def served_by(reads: ReadLoad, color: str, more: int = 100) -> None:
+    """Until `more` further reads were served by `color` (the load goes on meanwhile)."""
+    start = reads.stats.by_color.get(color, 0)
+    wait_until(
+        lambda: reads.stats.by_color.get(color, 0) >= start + more,
+        f"{more} more reads served by {color}",
+    )
+
+
 def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> None:
     writes = WriteLoad(pipeline, rate=150)
     with db.connect(pipeline.blue_dsn) as conn:
@@ -184,14 +273,15 @@ def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> Non
         first = switch.cutover(pipeline, timeout_s=60)
         assert first.switched and router_color(pipeline) == "green"
         assert reads.switch_ms(first.router.epoch, first.router.switched_at.timestamp()) < 1000
-        time.sleep(1)
+        served_by(reads, "green")
         router, millis = switch.rollback(pipeline, reason="test")
         assert millis < 1000
         assert reads.switch_ms(router.epoch, router.switched_at.timestamp()) < 1000
-        time.sleep(1)
+        served_by(reads, "blue")
         second = switch.cutover(pipeline, timeout_s=60)
         assert second.switched
-        time.sleep(1)
+        assert reads.switch_ms(second.router.epoch, second.router.switched_at.timestamp()) < 1000
+        served_by(reads, "green")
     finally:
         writes.stop.set()
         writes.join(10)
@@ -214,9 +304,7 @@ def test_rollback_restores_reads_to_blue_and_they_stay_correct(pipeline: Setting
     reads = ReadLoad(pipeline, [sku], instances=1, threads=1)
     try:
         switch.rollback(pipeline, reason="test")
-        deadline = time.monotonic() + 5
-        while reads.routers[0].color != "blue" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: reads.routers[0].color == "blue", "the router learns of the rollback", 5)
         with reads.routers[0].connection() as (color, conn):
             assert color == "blue"
             rows = conn.execute(

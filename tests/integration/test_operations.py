@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 import urllib.request
 
 import pytest
@@ -19,6 +18,7 @@ from schemas.catalog import SOURCE
 from schemas.catalog.seed_load import load_seed
 from tests.support.cli import bluegreen
 from tests.support.consume import wait_drained
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,16 @@ def scrape(port: int) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
+
+
+def lags(seen: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in seen.items() if k.startswith("bluegreen_consumer_lag_messages")}
+
+
+def settled(seen: dict[str, float], partitions: int) -> dict[str, float] | None:
+    """The scrape, once it has a lag of 0 for every partition (else None)."""
+    lag = lags(seen)
+    return seen if len(lag) == partitions and set(lag.values()) == {0.0} else None
 
 
 def test_metrics_of_a_running_consumer_and_snapshot(settings: Settings) -> None:
@@ -71,16 +81,17 @@ def test_metrics_of_a_running_consumer_and_snapshot(settings: Settings) -> None:
     thread.start()
     try:
         wait_drained(settings)
-        time.sleep(settings.consumer.lag_interval_s + 0.5)
-        seen = scrape(consumer_port)
+        # The lag gauges are refreshed every lag_interval_s: wait until they say 0 everywhere.
+        seen = wait_until(
+            lambda: settled(scrape(consumer_port), settings.kafka.partitions),
+            "consumer lag gauges at 0 on every partition",
+        )
     finally:
         service.request_stop()
         thread.join(30)
     assert seen["bluegreen_consumer_events_applied_total{op=r}"] == 2_000
     assert seen["bluegreen_consumer_batch_apply_seconds_count"] >= 4
     assert 0 < seen["bluegreen_consumer_batch_apply_seconds_sum"] < 60
-    lags = {k: v for k, v in seen.items() if k.startswith("bluegreen_consumer_lag_messages")}
-    assert lags and set(lags.values()) == {0.0}
     assert seen["bluegreen_consumer_paused"] == 0
     assert seen["bluegreen_dlq_open_messages"] == 0
     assert seen["bluegreen_migration_phase{phase=catching-up}"] == 1
