@@ -79,6 +79,7 @@ class ConsumerService:
         self._unclaimed: set[int] = set()
         self._claim_at = 0.0
         self._committed: dict[int, int] = {}
+        self._dead_lettered: set[tuple[int, int]] = set()  # (partition, offset) not yet behind
         self._limit = DlqLimit(self.options)
         self._last_lag = 0.0
         self._inflight: tuple[Batch, Future[float]] | None = None
@@ -346,9 +347,15 @@ class ConsumerService:
         return time.monotonic() - started
 
     def _dead_letters(self, rejected: list[Rejected]) -> None:
+        sent = 0
         for letter in rejected:
+            origin = (int(letter.message.partition() or 0), int(letter.message.offset() or 0))
+            if origin in self._dead_lettered:
+                continue  # consumed again after a rewind: written once is enough
             self._dlq.send(letter.message, letter.step, letter.error)
-        if rejected:
+            self._dead_lettered.add(origin)
+            sent += 1
+        if sent:
             self._dlq.flush()
 
     def _finish(self, batch: Batch, seconds: float) -> None:
@@ -368,6 +375,10 @@ class ConsumerService:
             return
         for tp in offsets:
             self._committed[tp.partition] = tp.offset
+        if self._dead_lettered:  # those behind green's position are never consumed again
+            self._dead_lettered = {
+                (p, o) for p, o in self._dead_lettered if o >= self._committed.get(p, 0)
+            }
 
     def _observe(self, batch: Batch, seconds: float) -> None:
         self.metrics.consumer_batch_seconds.observe(seconds)

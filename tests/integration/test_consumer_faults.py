@@ -1,0 +1,172 @@
+"""The apply service under faults: green crashes, lost commits, rebalances, SKU moves.
+
+Each test injects the fault into the real stack (kill -9 of green's postmaster, a
+rebalance while batches are in flight) or reproduces its effect exactly (green
+losing its last commits), then holds green to exactness and green's positions to
+Kafka's committed offsets.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from bluegreen import db
+from bluegreen.config import Settings
+from bluegreen.kafka import make_consumer, topic_ends
+from bluegreen.metrics import Metrics
+from bluegreen.stack.local import LocalStack
+from consumers.service import ConsumerService
+from producers.snapshot import service as snapshot
+from schemas.catalog import SOURCE
+from schemas.codec import default_codec
+from tests.conftest import TEST_STACK
+from tests.integration.test_consumer import assert_exact, prepared
+from tests.support.blue_writer import BlueWriter
+from tests.support.cdc import running_cdc, wait_confirmed
+from tests.support.cli import spawn
+from tests.support.consume import green_positions, running_consumer, wait_drained
+from tests.support.faults import kill_cluster, start_cluster
+from tests.support.kafka import read_all
+from tests.support.service_thread import ServiceThread
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    consumer = make_consumer(settings.kafka, settings.consumer.group_id)
+    try:
+        committed = consumer.committed(
+            [TopicPartition(settings.kafka.topic, p) for p in range(settings.kafka.partitions)],
+            timeout=10,
+        )
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in committed}
+
+
+def assert_positions_agree(settings: Settings) -> None:
+    """Drained: green's positions are the topic's ends, and Kafka's offsets say the same."""
+    ends = topic_ends(settings.kafka, "test-watermarks")
+    positions = green_positions(settings)
+    assert {p: positions.get(p, 0) for p in ends} == ends
+    committed = committed_offsets(settings)
+    assert {p: committed[p] for p, end in ends.items() if end > 0} == {
+        p: end for p, end in ends.items() if end > 0
+    }
+
+
+def test_green_killed_mid_load_loses_nothing(settings: Settings) -> None:
+    settings = prepared(settings, 6_000, batch_max_messages=400)
+    stack = LocalStack(TEST_STACK)
+    writer = BlueWriter(settings, seed=11)
+    with running_cdc(settings), running_consumer(settings) as service:
+        writer.start()
+        snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
+        for _ in range(2):
+            applied = service.applied
+            wait_until(lambda a=applied: service.applied > a + 300, "applying", 60)
+            kill_cluster(stack, "green")
+            time.sleep(0.5)  # the consumer meets a dead green
+            start_cluster(stack, "green")
+        writer.stop.set()
+        writer.join(10)
+        assert writer.error is None
+        wait_confirmed(settings)
+        wait_drained(settings)
+        assert service.rewinds >= 1
+    assert_exact(settings)
+    assert_positions_agree(settings)
+
+
+def test_green_losing_its_last_commits_is_found_and_applied_again(settings: Settings) -> None:
+    """What a crash with asynchronous commit does, reproduced exactly: green forgets the
+    last transactions of a partition (rows and position) while the consumer, idle, still
+    believes them applied. The consumer must find it and apply them again."""
+    settings = prepared(settings, 1_200)
+    snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
+    with running_consumer(settings) as service:
+        wait_drained(settings)
+        with db.connect(settings.green_dsn) as conn:  # partition 0 loses everything
+            conn.execute(
+                "DELETE FROM catalog.product p USING sync.listing_record r"
+                " WHERE r.sku = p.sku AND r.kafka_partition = 0"
+            )
+            conn.execute("DELETE FROM sync.listing_record WHERE kafka_partition = 0")
+            conn.execute(
+                "UPDATE sync.apply_position SET next_offset = 0 WHERE topic = %s AND partition = 0",
+                (settings.kafka.topic,),
+            )
+            conn.commit()
+        wait_until(lambda: service.rewinds >= 1, "the consumer to find the lost commits", 30)
+        wait_drained(settings)
+    assert_exact(settings)
+    assert_positions_agree(settings)
+
+
+def test_rebalances_while_batches_are_in_flight_never_crash_the_consumer(
+    settings: Settings,
+) -> None:
+    """Assignments arrive while the apply thread is inside a green transaction: positions
+    are read on the consumer thread's own connection (it once shared the apply thread's
+    and died with 'Explicit commit() forbidden within a Transaction context')."""
+    settings = prepared(settings, 8_000, batch_max_messages=300)
+    snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=2)
+    service = ConsumerService(settings, Metrics())
+    thread = ServiceThread(service, "consume")
+    try:
+        for _ in range(3):
+            wait_until(lambda: service.applied > 0, "the first consumer to apply", 60)
+            other = spawn(settings, "consume", "--metrics-port", "-1")
+            try:
+                wait_until(lambda o=other: "partitions assigned" in o.output(), "rebalance", 60)
+                other.signal(signal.SIGTERM)
+                assert other.wait(60) == 0, other.output()
+            finally:
+                other.close()
+            thread.check()
+        wait_drained(settings)
+    finally:
+        thread.stop()
+    thread.check()
+    assert_exact(settings)
+    assert_positions_agree(settings)
+
+
+def test_a_row_moved_to_another_sku_is_deleted_on_the_old_skus_partition(
+    settings: Settings,
+) -> None:
+    settings = prepared(settings, 300)
+    with db.connect(settings.blue_dsn) as conn:
+        moved = conn.execute(
+            "SELECT id, sku, channel FROM legacy_product WHERE channel = 'US' ORDER BY id LIMIT 1"
+        ).fetchone()
+    assert moved is not None
+    row_id, old_sku, _ = moved
+    new_sku = "MOVED-" + old_sku
+    with running_cdc(settings), running_consumer(settings):
+        snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
+        with db.connect(settings.blue_dsn) as conn:
+            conn.execute("UPDATE legacy_product SET sku = %s WHERE id = %s", (new_sku, row_id))
+            conn.commit()
+        wait_confirmed(settings)
+        wait_drained(settings)
+    assert_exact(settings)
+    codec = default_codec()
+    cdc = [
+        (r.key, r.partition, codec.decode(r.value))
+        for r in read_all(settings.kafka, settings.kafka.topic)
+        if r.key is not None and r.value is not None
+    ]
+    partition_of = {key: partition for key, partition, _ in cdc}
+    events = [(key, p, ev["op"]) for key, p, ev in cdc if not ev["source"]["snapshot"]]
+    assert sorted(events) == sorted(
+        [
+            (old_sku.encode(), partition_of[old_sku.encode()], "d"),
+            (new_sku.encode(), partition_of[new_sku.encode()], "c"),
+        ]
+    )
