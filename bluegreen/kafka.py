@@ -12,6 +12,10 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from bluegreen.config import KafkaSettings
 from bluegreen.errors import BluegreenError
 
+# A restarted broker is found again within a second, not after librdkafka's default
+# reconnect backoff of up to 10 s per attempt.
+_RECONNECT = {"reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 1000}
+
 # Java clients hash keys with murmur2; using it here keeps one key on one
 # partition whichever client (ours, Kafka Connect, Debezium) produced it.
 PARTITIONER = "murmur2_random"
@@ -21,6 +25,7 @@ _DEFAULT_BATCH_BYTES = 1_000_000
 def producer_config(settings: KafkaSettings, **overrides: str | int) -> dict[str, str | int]:
     """Idempotent, acks=all, compressed, large batches: no loss, no reordering on retry."""
     conf: dict[str, str | int] = {
+        **_RECONNECT,  # before the settings: BLUEGREEN_KAFKA__EXTRA may change it
         **settings.client_config(),
         "enable.idempotence": "true",
         "acks": "all",
@@ -40,6 +45,7 @@ def consumer_config(
 ) -> dict[str, str | int]:
     """Manual commits only; memory bounded by small per-partition prefetch."""
     conf: dict[str, str | int] = {
+        **_RECONNECT,  # before the settings: BLUEGREEN_KAFKA__EXTRA may change it
         **settings.client_config(),
         "group.id": group_id,
         "enable.auto.commit": "false",

@@ -48,7 +48,7 @@ from bluegreen.metrics import Metrics
 from bluegreen.retry import Reconnector, one_line
 from consumers.apply import TRANSIENT, GreenWriter
 from consumers.batch import Batch, PartitionProgress, Rejected
-from consumers.dlq import DlqLimit, DlqWriter
+from consumers.dlq import DlqLimit, DlqWriteError, DlqWriter
 from consumers.positions import PositionMovedError, PositionReader
 from consumers.steps import Fence, Heartbeat, Truncate, control_of, decode, transform_rows, validate
 from cutover.exporter import MigrationGauges
@@ -277,7 +277,11 @@ class ConsumerService:
         if not self._complete(block=True) or self._batch.empty:
             return
         batch, self._batch = self._batch, Batch()
-        self._dead_letters(batch.rejected)
+        try:
+            self._dead_letters(batch.rejected)
+        except DlqWriteError as exc:  # Kafka down: nothing of the batch may be applied
+            self._doubt(exc)
+            return
         batch.rejected.clear()
         for partition, progress in batch.progress.items():
             # Green must hold exactly what this consumer applied before, or nothing happens.
@@ -297,7 +301,7 @@ class ConsumerService:
             seconds: float | None = future.result()
         except _Refused:
             seconds = self._bisect(batch)
-        except (PositionMovedError, *TRANSIENT) as exc:
+        except (PositionMovedError, DlqWriteError, *TRANSIENT) as exc:
             self._doubt(exc)
             return False
         if seconds is None:
@@ -324,7 +328,7 @@ class ConsumerService:
         """Wait for an apply-thread job; on a green failure rewind and return False."""
         try:
             job.result()
-        except (PositionMovedError, *TRANSIENT) as exc:
+        except (PositionMovedError, DlqWriteError, *TRANSIENT) as exc:
             self._doubt(exc)
             return False
         return True
@@ -395,11 +399,14 @@ class ConsumerService:
     # -- doubt: rewind to green's positions -----------------------------------------------------
 
     def _doubt(self, exc: BaseException) -> None:
-        """Green failed a batch, or its position moved: forget everything not durably applied
-        and claim every partition again from green's record."""
+        """Green failed a batch, its position moved, or its dead letters could not be
+        written: forget everything not durably applied and claim every partition again
+        from green's record."""
         if isinstance(exc, PositionMovedError):
             delay = 0.0
             self.log.warning("green's position moved; rewinding", error=str(exc))
+        elif isinstance(exc, DlqWriteError):
+            delay = self._kafka.failed(exc)
         else:
             self.metrics.consumer_apply_retries.inc()
             delay = self._green.failed(exc)  # raises once green is down for too long
