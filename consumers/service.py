@@ -89,6 +89,7 @@ class ConsumerService:
         self._green = Reconnector(
             "consume", "green", db.describe(settings.green_dsn), timeout,
             gauge=metrics.dependency_up,
+            base_s=self.options.retry_backoff_base_s, max_s=self.options.retry_backoff_max_s,
         )  # fmt: skip
         self._kafka = Reconnector(
             "consume", "kafka", settings.kafka.bootstrap_servers, timeout,
