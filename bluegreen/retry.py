@@ -9,6 +9,7 @@ cause.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,20 @@ from bluegreen.errors import DependencyError
 from bluegreen.logs import get_logger, redact
 
 T = TypeVar("T")
+
+
+# Causes no retry can cure: a wrong password or user, a missing database. The service
+# stops at once with one line, instead of retrying for reconnect_timeout_s.
+_PERMANENT = re.compile(
+    r"authentication failed|role \S+ does not exist|database \S+ does not exist|"
+    r"no pg_hba\.conf entry|permission denied|SASL authentication|Authentication failed",
+    re.IGNORECASE,
+)
+
+
+def permanent(exc: BaseException) -> bool:
+    """The error says the configuration is wrong, not that the dependency is away."""
+    return bool(_PERMANENT.search(str(exc)))
 
 
 def one_line(exc: BaseException) -> str:
@@ -72,6 +87,10 @@ class Reconnector:
                 self._gauge.set(0)
         self._attempts += 1
         down_for = now - self._down_since
+        if permanent(exc):
+            raise DependencyError(
+                f"{self.service}: {self.dependency} at {self.target} refused us: {one_line(exc)}"
+            ) from exc
         if down_for >= self.timeout_s:
             raise DependencyError(
                 f"{self.service}: {self.dependency} at {self.target} unreachable for "

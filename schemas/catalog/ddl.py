@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -22,6 +23,8 @@ def create_blue(dsn: SecretStr) -> None:
         with engine.begin() as conn:
             conn.execute(_DDL_LOCK)
             BlueBase.metadata.create_all(conn)
+    except DBAPIError as exc:
+        raise _driver_error(exc) from exc
     finally:
         engine.dispose()
 
@@ -34,8 +37,15 @@ def create_green(dsn: SecretStr) -> None:
             for schema in SCHEMAS:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
             GreenBase.metadata.create_all(conn)
+    except DBAPIError as exc:
+        raise _driver_error(exc) from exc
     finally:
         engine.dispose()
+
+
+def _driver_error(exc: DBAPIError) -> BaseException:
+    """psycopg's own error under SQLAlchemy's wrapper: callers retry or report psycopg errors."""
+    return exc.orig if isinstance(exc.orig, BaseException) else exc
 
 
 def ddl_script(color: str) -> str:
