@@ -137,6 +137,7 @@ class CdcService:
         self._stream: ReplicationStream | None = None
         self._aux: psycopg.Connection | None = None
         self._kafka_errors: list[KafkaError] = []
+        self._next_down_report = 0.0
         timeout_s = settings.cdc.reconnect_timeout_s
         gauge = metrics.dependency_up
         self._blue = Reconnector(
@@ -202,7 +203,7 @@ class CdcService:
             try:
                 result = attempt()
             except (*_BLUE_DOWN, KafkaException) as exc:
-                if self._stop.wait(dependency.failed(exc)):
+                if self._stop.wait(dependency.failed(_readable(exc))):
                     return None
                 continue
             dependency.succeeded()
@@ -211,8 +212,10 @@ class CdcService:
 
     def _prepare_topic(self) -> int:
         kafka = self.settings.kafka
-        ensure_topic(kafka, kafka.topic, kafka.partitions, timeout_s=_KAFKA_PROBE_TIMEOUT_S * 5)
-        metadata = make_admin(kafka).list_topics(topic=kafka.topic, timeout=10)
+        admin = make_admin(kafka)
+        admin.list_topics(timeout=_KAFKA_PROBE_TIMEOUT_S)  # an unreachable broker fails fast
+        ensure_topic(kafka, kafka.topic, kafka.partitions)
+        metadata = admin.list_topics(topic=kafka.topic, timeout=10)
         return len(metadata.topics[kafka.topic].partitions)
 
     def _new_writer(self, producer: Producer | None) -> KafkaWriter:
@@ -316,7 +319,7 @@ class CdcService:
                 probe()
             except KafkaException as exc:
                 # No `succeeded()` here: Kafka is back only once it acknowledges a message.
-                if self._stop.wait(self._kafka.failed(exc)):
+                if self._stop.wait(self._kafka.failed(_readable(exc))):
                     return False
                 continue
             return True
@@ -341,8 +344,18 @@ class CdcService:
                 cause = f"the producer hit a fatal error: {error.str()}"
                 raise KafkaDeliveryError(cause, fatal=True)
             if error.code() == KafkaError._ALL_BROKERS_DOWN:
-                # Gauge to 0 and one line per librdkafka attempt; its own retries go on.
-                self._kafka.failed(KafkaException(error))
+                self._brokers_down(error)
+
+    def _brokers_down(self, error: KafkaError) -> None:
+        """librdkafka retries on its own; reported (gauge 0, a line) at the backoff's pace.
+
+        Each report checks the deadline: Kafka down for reconnect_timeout_s ends the
+        service even while no message has timed out yet.
+        """
+        now = time.monotonic()
+        if now >= self._next_down_report:
+            delay = self._kafka.failed(BluegreenError(f"{error.name()}: {error.str()}"))
+            self._next_down_report = now + delay
 
     def run_once(self) -> None:
         stream = self._stream
@@ -452,6 +465,7 @@ class CdcService:
             self._pending.popleft()
             if self._kafka.down:
                 self._kafka.succeeded()  # the broker acknowledges again
+                self._next_down_report = 0.0
             self.confirmed_lsn = max(self.confirmed_lsn, unit.end_lsn)
             for op, count in unit.ops.items():
                 self.metrics.cdc_events.labels(op).inc(count)
@@ -542,9 +556,20 @@ class CdcService:
             )
 
 
+def _readable(exc: BaseException) -> BaseException:
+    """A Kafka error as `NAME: text` rather than KafkaError{code=...,val=...,str=...}."""
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if isinstance(error, KafkaError):
+        readable = BluegreenError(f"{error.name()}: {error.str()}")
+        readable.__cause__ = exc  # --debug still shows the original
+        return readable
+    return exc
+
+
 def _kafka_trouble(exc: KafkaException) -> BluegreenError:
     """What produce() raised: a message too large stops the service, the rest is retried."""
     error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    cause = one_line(_readable(exc))
     if error is not None and error.name() in _PERMANENT_KAFKA_ERRORS:
-        return CdcError(f"the producer refused a message: {one_line(exc)}")
-    return KafkaDeliveryError(one_line(exc), fatal=error is not None and error.fatal())
+        return CdcError(f"the producer refused a message: {cause}")
+    return KafkaDeliveryError(cause, fatal=error is not None and error.fatal())
