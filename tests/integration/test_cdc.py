@@ -15,12 +15,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from bluegreen import db
 from bluegreen.config import Settings
 from bluegreen.kafka import topic_ends
 from bluegreen.stack.processes import peak_rss_mb
+from producers.blue_setup import prepare_blue
 from producers.cdc.service import CdcService
+from producers.cdc.stream import ReplicationError, ReplicationLostError, ReplicationStream
+from schemas.catalog import SOURCE
 from schemas.catalog.seed_load import load_seed
 from schemas.codec import default_codec
 from tests.support.cdc import (
@@ -480,3 +484,21 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes_without_replaying(
         wait_confirmed(settings)
     updates = [e for e in row_events(settings) if e["op"] == "u"]
     assert sorted(e["after"]["stock"] for e in updates) == [500] * 10 + [600] * 10
+
+
+def test_start_replication_tells_a_transient_failure_from_a_dead_end(settings: Settings) -> None:
+    seed(settings, 5)
+    cdc = settings.cdc
+    prepare_blue(settings.blue_dsn, SOURCE, cdc)
+    with pytest.raises(ReplicationError) as missing:
+        ReplicationStream(settings.blue_dsn, "no_such_slot", cdc.publication)
+    assert not isinstance(missing.value, ReplicationLostError)  # no retry cures it
+    holder = ReplicationStream(settings.blue_dsn, cdc.slot, cdc.publication)
+    try:
+        with pytest.raises(ReplicationLostError, match="active"):  # held: retry later
+            ReplicationStream(settings.blue_dsn, cdc.slot, cdc.publication)
+    finally:
+        holder.close()
+    closed = settings.blue_dsn.get_secret_value().replace(f":{settings.stack.blue_port}/", ":1/")
+    with pytest.raises(ReplicationLostError):  # nobody listens: retry later
+        ReplicationStream(SecretStr(closed), cdc.slot, cdc.publication)
