@@ -4,7 +4,7 @@ from the frozen settings, so delivery guarantees are decided in one place."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
@@ -60,8 +60,17 @@ def consumer_config(
     return conf
 
 
-def make_producer(settings: KafkaSettings, **overrides: str | int) -> Producer:
-    return Producer(producer_config(settings, **overrides))
+ErrorCallback = Callable[[KafkaError], None]
+
+
+def make_producer(
+    settings: KafkaSettings, *, error_cb: ErrorCallback | None = None, **overrides: str | int
+) -> Producer:
+    """A producer; `error_cb` receives client-level errors (all brokers down, fatal)."""
+    conf: dict[str, str | int | ErrorCallback] = {**producer_config(settings, **overrides)}
+    if error_cb is not None:
+        conf["error_cb"] = error_cb
+    return Producer(conf)
 
 
 def topic_message_limit(settings: KafkaSettings, topic: str, timeout_s: float = 10.0) -> int | None:
@@ -76,7 +85,13 @@ def topic_message_limit(settings: KafkaSettings, topic: str, timeout_s: float = 
     return int(entry.value) if entry is not None and entry.value else None
 
 
-def producer_for_topic(settings: KafkaSettings, topic: str, **overrides: str | int) -> Producer:
+def producer_for_topic(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    error_cb: ErrorCallback | None = None,
+    **overrides: str | int,
+) -> Producer:
     """A producer whose batches fit the topic's max.message.bytes.
 
     A batch bigger than the topic accepts is refused whole by the broker, failing every
@@ -86,7 +101,7 @@ def producer_for_topic(settings: KafkaSettings, topic: str, **overrides: str | i
     limit = topic_message_limit(settings, topic)
     if limit is not None and limit < _DEFAULT_BATCH_BYTES:
         overrides = {"message.max.bytes": limit, "batch.size": limit, **overrides}
-    return make_producer(settings, **overrides)
+    return make_producer(settings, error_cb=error_cb, **overrides)
 
 
 def make_consumer(settings: KafkaSettings, group_id: str, **overrides: str | int) -> Consumer:

@@ -4,6 +4,8 @@ REPLICA IDENTITY FULL makes updates and deletes carry the whole old row, so an
 update that leaves a TOASTed column unchanged can take its value from the old
 tuple, and a delete names its row's natural key. The slot is created before any
 snapshot is taken, so the CDC stream covers every commit after every snapshot.
+Connection attempts give up after `CONNECT_TIMEOUT_S`, so a caller that retries
+(`bluegreen cdc`) is not held by an unreachable host for the kernel's TCP timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from bluegreen.config import CdcSettings
 from bluegreen.errors import BluegreenError
 from producers.lsn import parse_lsn
 from schemas.source import SourceSpec
+
+CONNECT_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class SlotHealth:
 
 def prepare_blue(dsn: SecretStr, source: SourceSpec, cdc: CdcSettings) -> int:
     """Create (or check) the publication, replica identity and slot; return the slot's LSN."""
-    with db.connect(dsn, autocommit=True) as conn:
+    with db.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
         _ensure_publication(conn, source, cdc.publication)
         identity = conn.execute(
             "SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (source.qualified,)

@@ -23,6 +23,9 @@ def cdc(ctx: typer.Context, metrics_port: MetricsPort = 9461) -> None:
 
     Runs until SIGTERM/SIGINT, then drains what is in flight and confirms it. On
     restart it resumes from the slot: nothing committed in blue is missed.
+
+    When blue or Kafka goes away it reconnects with backoff and resumes from the
+    slot; after cdc.reconnect_timeout_s (300 s) it exits non-zero with one line.
     """
     settings = cli_context(ctx).settings
     metrics = Metrics()

@@ -5,14 +5,21 @@
 COPY_BOTH: the server sends XLogData (``w``) and keepalives (``k``); we send
 standby status updates (``r``) saying up to which LSN we have made changes
 durable, which is what lets the slot advance.
+
+A failure that reconnecting may cure (blue restarting or unreachable, the stream
+ended by the server, the slot still held by a walsender that is going away) is a
+``ReplicationLostError``; one it cannot cure (no such slot, an invalidated slot) is
+a plain ``ReplicationError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import select
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -28,7 +35,25 @@ _STATUS = struct.Struct("!cQQQqB")
 
 
 class ReplicationError(BluegreenError):
-    """The replication connection failed or ended."""
+    """The replication stream cannot be (re)started: reconnecting will not help."""
+
+
+class ReplicationLostError(ReplicationError):
+    """The connection to blue failed or the server ended the stream: reconnect and resume."""
+
+
+# SQLSTATEs of START_REPLICATION that a later attempt can get past: the slot is still
+# held by the walsender of a connection that just died (55006), the server is
+# starting, stopping or crashed (57P01-57P03), too many connections (53300).
+_TRANSIENT_STATES = {"55006", "57P01", "57P02", "57P03", "53300"}
+# libpq: give up on a connection attempt, and notice a silent peer, within seconds.
+_LIVENESS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +89,11 @@ class ReplicationStream:
                 replication="database",
                 autocommit=True,
                 application_name=application_name,
+                **_LIVENESS,
             )
         except psycopg.Error as exc:
-            raise ReplicationError(f"cannot open a replication connection to blue: {exc}") from exc
+            cause = f"cannot open a replication connection to blue: {exc}"
+            raise ReplicationLostError(cause) from exc
         command = sql.SQL(
             "START_REPLICATION SLOT {} LOGICAL {} "
             "(proto_version '1', publication_names {}, messages 'true')"
@@ -78,8 +105,12 @@ class ReplicationStream:
         try:
             self._conn.execute(command)
         except psycopg.Error as exc:
+            state = exc.sqlstate
+            lost = self._conn.broken or state is None or state[:2] == "08"
             self._conn.close()
-            raise ReplicationError(f"START_REPLICATION on slot {slot} failed: {exc}") from exc
+            transient = lost or state in _TRANSIENT_STATES
+            error = ReplicationLostError if transient else ReplicationError
+            raise error(f"START_REPLICATION on slot {slot} failed: {exc}") from exc
         self._pg = self._conn.pgconn
         self._socket = self._pg.socket
 
@@ -87,18 +118,35 @@ class ReplicationStream:
         """The next message, or None when none arrived within the timeout."""
         deadline = time.monotonic() + timeout_s
         while True:
-            size, data = self._pg.get_copy_data(1)  # 1: do not block
+            try:
+                size, data = self._pg.get_copy_data(1)  # 1: do not block
+            except psycopg.OperationalError as exc:
+                raise ReplicationLostError(f"replication stream failed: {exc}") from exc
             if size > 0:
                 return self._parse(bytes(data))
             if size < 0:
-                message = self._pg.get_error_message() or "the server ended the stream"
-                raise ReplicationError(f"replication stream ended: {message.strip()}")
+                raise ReplicationLostError(f"replication stream ended: {self._end_reason()}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
             readable, _, _ = select.select([self._socket], [], [], remaining)
             if readable:
-                self._pg.consume_input()
+                try:
+                    self._pg.consume_input()
+                except psycopg.OperationalError as exc:
+                    raise ReplicationLostError(f"replication connection lost: {exc}") from exc
+
+    def _end_reason(self) -> str:
+        """Why the COPY ended: the server's error, the connection's, or a clean end."""
+        message = ""
+        if not self._pg.is_busy():
+            result = self._pg.get_result()
+            if result is not None and result.error_message:
+                message = result.get_error_message()
+        if not message and self._pg.error_message:
+            message = self._pg.get_error_message()
+        message = message or "the server ended the stream (shutting down?)"
+        return " ".join(message.split())
 
     @staticmethod
     def _parse(data: bytes) -> XLogData | Keepalive:
@@ -116,11 +164,16 @@ class ReplicationStream:
         message = _STATUS.pack(
             b"r", flushed_lsn, flushed_lsn, flushed_lsn, _now_pg_us(), 1 if reply else 0
         )
-        if self._pg.put_copy_data(message) != 1 or self._pg.flush() != 0:
-            raise ReplicationError(
-                f"could not send a status update: {self._pg.get_error_message()}"
-            )
+        try:
+            sent = self._pg.put_copy_data(message) == 1 and self._pg.flush() == 0
+        except psycopg.OperationalError as exc:
+            raise ReplicationLostError(f"could not send a status update: {exc}") from exc
+        if not sent:
+            cause = self._pg.get_error_message()
+            raise ReplicationLostError(f"could not send a status update: {cause}")
 
     def close(self) -> None:
+        """Close the connection; never raises (it may already be broken)."""
         if not self._conn.closed:
-            self._conn.close()
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()

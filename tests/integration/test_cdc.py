@@ -7,20 +7,37 @@ import random
 import signal
 import threading
 import time
+import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pytest
+from pydantic import SecretStr
 
 from bluegreen import db
 from bluegreen.config import Settings
+from bluegreen.kafka import topic_ends
 from bluegreen.stack.processes import peak_rss_mb
+from producers.blue_setup import prepare_blue
+from producers.cdc.service import CdcService
+from producers.cdc.stream import ReplicationError, ReplicationLostError, ReplicationStream
+from schemas.catalog import SOURCE
 from schemas.catalog.seed_load import load_seed
 from schemas.codec import default_codec
-from tests.support.cdc import current_lsn, running_cdc, wait_confirmed
+from tests.support.cdc import (
+    cdc_thread,
+    confirmed_lsn,
+    current_lsn,
+    running_cdc,
+    slot_active,
+    wait_confirmed,
+)
 from tests.support.cli import spawn
 from tests.support.kafka import read_all
+from tests.support.restarts import kill_blue, local_stack, restart_blue, start_broker, stop_broker
 
 pytestmark = pytest.mark.integration
 
@@ -146,72 +163,123 @@ def wait_for_active_slot(settings: Settings, timeout_s: float = 30) -> None:
 class Writer(threading.Thread):
     """Concurrent blue writer: small transactions of increments, inserts and deletes.
 
-    It records what it committed, so the test can check Kafka holds all of it.
+    It records what it committed, so the test can check Kafka holds all of it. With
+    `ride_through_restarts` it reconnects when blue goes away (a transaction whose
+    commit failed that way may or may not have committed: it is not recorded).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ride_through_restarts: bool = False) -> None:
         super().__init__(daemon=True)
         self.settings = settings
         self.stop = threading.Event()
         self.committed: set[tuple[int, int]] = set()  # (id, stock) of every committed update
         self.deleted: set[int] = set()
         self.inserted: set[int] = set()
+        self.commits = 0
+        self.interruptions = 0
         self.error: BaseException | None = None
+        self._ride_through = ride_through_restarts
+        self._rng = random.Random(1)
+        self._n = 0
 
     def run(self) -> None:
-        rng = random.Random(1)
         try:
-            with db.connect(self.settings.blue_dsn) as conn:
-                n = 0
-                while not self.stop.is_set():
-                    n += 1
-                    ids = rng.sample(range(1, 201), 3)
-                    rows = conn.execute(
-                        "UPDATE legacy_product SET stock = coalesce(stock, 0) + 1 "
-                        "WHERE id = ANY(%s) RETURNING id, stock",
-                        (ids,),
-                    ).fetchall()
-                    inserted = None
-                    if n % 7 == 0:
-                        inserted = conn.execute(
-                            "INSERT INTO legacy_product (sku, channel, product_type, name, price, "
-                            "currency) VALUES (%s, 'EU', 'Boot EU', 'n', 1, 'EUR') RETURNING id",
-                            (f"W-{n}",),
-                        ).fetchone()
-                    deleted = None
-                    if n % 11 == 0 and self.inserted:
-                        victim = min(self.inserted - self.deleted, default=None)
-                        if victim is not None:
-                            conn.execute("DELETE FROM legacy_product WHERE id = %s", (victim,))
-                            deleted = victim
-                    conn.commit()
-                    self.committed.update((int(i), int(s)) for i, s in rows)
-                    if inserted:
-                        self.inserted.add(int(inserted[0]))
-                    if deleted:
-                        self.deleted.add(deleted)
-                    time.sleep(0.002)
+            while not self.stop.is_set():
+                try:
+                    with db.connect(self.settings.blue_dsn) as conn:
+                        while not self.stop.is_set():
+                            self._write(conn)
+                except psycopg.OperationalError:
+                    if not self._ride_through:
+                        raise
+                    self.interruptions += 1
+                    self._await_blue()
         except BaseException as exc:
             self.error = exc
+
+    def _await_blue(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.stop.is_set():
+            try:
+                with db.connect(self.settings.blue_dsn, connect_timeout=2) as conn:
+                    conn.execute("SELECT 1")
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _write(self, conn: psycopg.Connection) -> None:
+        self._n += 1
+        n, rng = self._n, self._rng
+        ids = rng.sample(range(1, 201), 3)
+        rows = conn.execute(
+            "UPDATE legacy_product SET stock = coalesce(stock, 0) + 1 "
+            "WHERE id = ANY(%s) RETURNING id, stock",
+            (ids,),
+        ).fetchall()
+        inserted = None
+        if n % 7 == 0:
+            inserted = conn.execute(
+                "INSERT INTO legacy_product (sku, channel, product_type, name, price, "
+                "currency) VALUES (%s, 'EU', 'Boot EU', 'n', 1, 'EUR') RETURNING id",
+                (f"W-{n}",),
+            ).fetchone()
+        deleted = None
+        if n % 11 == 0 and self.inserted:
+            victim = min(self.inserted - self.deleted, default=None)
+            if victim is not None:
+                conn.execute("DELETE FROM legacy_product WHERE id = %s", (victim,))
+                deleted = victim
+        conn.commit()
+        self.commits += 1
+        self.committed.update((int(i), int(s)) for i, s in rows)
+        if inserted:
+            self.inserted.add(int(inserted[0]))
+        if deleted:
+            self.deleted.add(deleted)
+        time.sleep(0.002)
+
+    def wait_commits(self, more: int, timeout_s: float = 60) -> None:
+        """Wait until `more` further transactions committed."""
+        target = self.commits + more
+        wait_until(lambda: self.commits >= target or self.error is not None, timeout_s)
+        assert self.error is None, self.error
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout_s}s")
+        time.sleep(0.05)
 
 
 def test_kill_9_and_restart_with_a_concurrent_writer_loses_nothing(settings: Settings) -> None:
     seed(settings, 200)
     writer = Writer(settings)
-    first = spawn(settings, "cdc", "--metrics-port", "-1")
+    # Statuses every 5 s: the kill below lands well inside the window between two, so
+    # the first run dies with acknowledged but unconfirmed transactions.
+    slow_status = settings.cdc.model_copy(update={"status_interval_s": 5.0})
+    first = spawn(settings.model_copy(update={"cdc": slow_status}), "cdc", "--metrics-port", "-1")
     try:
         wait_for_active_slot(settings)
+        start = confirmed_lsn(settings)
         writer.start()
-        time.sleep(3)
+        wait_until(lambda: confirmed_lsn(settings) > start, 30)  # capturing and confirming
+        writer.wait_commits(30)
         first.signal(signal.SIGKILL)
         first.wait(10)
     finally:
         first.close()
-    time.sleep(1)  # the writer keeps committing while nothing captures
+    wait_until(lambda: not slot_active(settings))  # its walsender read its last status
+    restart_point = confirmed_lsn(settings)  # where the next run's stream starts
+    writer.wait_commits(50)  # the writer keeps committing while nothing captures
+    boundary = topic_ends(settings.kafka, f"ends-{uuid.uuid4().hex[:8]}")
     second = spawn(settings, "cdc", "--metrics-port", "-1")
     try:
         wait_for_active_slot(settings)
-        time.sleep(2)
+        writer.wait_commits(100)
         writer.stop.set()
         writer.join(10)
         assert writer.error is None, writer.error
@@ -229,12 +297,11 @@ def test_kill_9_and_restart_with_a_concurrent_writer_loses_nothing(settings: Set
     deleted: set[int] = set()
     per_partition: dict[int, list[tuple[Any, dict]]] = defaultdict(list)
     for record, event in events(settings):
-        per_partition[record.partition].append((record, event))
+        if event["op"] in ("c", "u", "d"):
+            per_partition[record.partition].append((record, event))
     replays = 0
     for items in per_partition.values():
         for record, event in sorted(items, key=lambda item: item[0].offset):
-            if event["op"] not in ("c", "u", "d"):
-                continue
             version = (event["source"]["lsn"], event["source"]["seq"])
             if version <= newest.get(record.key, (-1, -1)):
                 replays += 1
@@ -246,6 +313,21 @@ def test_kill_9_and_restart_with_a_concurrent_writer_loses_nothing(settings: Set
                 created.add(event["after"]["id"])
             else:
                 deleted.add(event["before"]["id"])
+    # The replay is exactly the first run's events at or after the slot's confirmed
+    # position when it died: each resent once, nothing before that position resent.
+    first_run, second_run = set(), []
+    for items in per_partition.values():
+        for record, event in items:
+            ident = (record.key, event["source"]["lsn"], event["source"]["seq"])
+            if record.offset < boundary[record.partition]:
+                first_run.add(ident)
+            else:
+                second_run.append(ident)
+    unconfirmed = {ident for ident in first_run if ident[1] >= restart_point}
+    assert all(lsn >= restart_point for _, lsn, _ in second_run)
+    resent = [ident for ident in second_run if ident in first_run]
+    assert len(resent) == len(set(resent)) and set(resent) == unconfirmed
+    assert replays == len(unconfirmed) > 0  # the crash left acknowledged, unconfirmed work
     assert writer.committed and seen_updates >= writer.committed  # no committed update missing
     assert {i for i, _ in seen_updates} <= set(range(1, 201)) | writer.inserted
     assert created >= writer.inserted
@@ -257,6 +339,104 @@ def test_kill_9_and_restart_with_a_concurrent_writer_loses_nothing(settings: Set
     for row_id, stocks in by_row.items():
         stocks.sort()
         assert stocks == list(range(stocks[0], stocks[0] + len(stocks))), row_id
+
+
+Row = tuple[Any, ...]
+
+
+def blue_rows(settings: Settings) -> dict[int, Row]:
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        rows = conn.execute("SELECT id, sku, channel, stock, price FROM legacy_product")
+        return {int(r[0]): tuple(r[1:]) for r in rows.fetchall()}
+
+
+def captured_onto(base: dict[int, Row], settings: Settings) -> dict[int, Row]:
+    """`base` (blue before capture) with the newest captured event of each row applied."""
+    newest: dict[int, tuple[tuple[int, int], dict[str, Any]]] = {}
+    for _, event in events(settings):
+        if event["op"] not in ("c", "u", "d"):
+            continue
+        row_id = (event["after"] or event["before"])["id"]
+        version = (event["source"]["lsn"], event["source"]["seq"])
+        if row_id not in newest or version > newest[row_id][0]:
+            newest[row_id] = (version, event)
+    state = dict(base)
+    for row_id, (_, event) in newest.items():
+        after = event["after"]
+        if after is None:
+            state.pop(row_id, None)
+        else:
+            state[row_id] = (after["sku"], after["channel"], after["stock"], after["price"])
+    return state
+
+
+def dependency_up(service: CdcService, dependency: str) -> float:
+    return float(service.metrics.dependency_up.labels(dependency)._value.get())
+
+
+def test_blue_restart_and_crash_under_a_running_cdc_lose_nothing(settings: Settings) -> None:
+    stack = local_stack()
+    seed(settings, 200)
+    before = blue_rows(settings)
+    writer = Writer(settings, ride_through_restarts=True)
+    with cdc_thread(settings) as (service, thread):
+        writer.start()
+        writer.wait_commits(50)
+        restart_blue(stack)  # pg_ctl restart -m fast
+        writer.wait_commits(50, timeout_s=120)
+        wait_until(lambda: service.stream_restarts >= 1 and slot_active(settings), 120)
+        assert thread.failure is None
+        kill_blue(stack)  # kill -9 of the postmaster, then a start with crash recovery
+        writer.wait_commits(50, timeout_s=120)
+        wait_until(lambda: service.stream_restarts >= 2 and slot_active(settings), 120)
+        writer.stop.set()
+        writer.join(30)
+        assert writer.error is None, writer.error
+        assert writer.interruptions >= 2
+        wait_confirmed(settings, current_lsn(settings), timeout_s=120)
+        assert thread.failure is None
+        assert dependency_up(service, "blue") == 1
+    assert captured_onto(before, settings) == blue_rows(settings)
+
+
+def test_broker_down_holds_the_slot_and_cdc_resumes(settings: Settings) -> None:
+    stack = local_stack()
+    seed(settings, 200)
+    # Messages time out while the broker is away: the service restarts the stream.
+    kafka = settings.kafka.model_copy(update={"extra": {"message.timeout.ms": "4000"}})
+    settings = settings.model_copy(update={"kafka": kafka})
+    before = blue_rows(settings)
+    writer = Writer(settings)
+    with cdc_thread(settings) as (service, thread):
+        writer.start()
+        wait_until(lambda: service.events_acked >= 100)
+        stop_broker(stack)
+        try:
+            broker_gone = current_lsn(settings)  # changes after this wait for the broker
+            writer.wait_commits(20)
+            highest = 0
+
+            def held() -> bool:
+                nonlocal highest
+                highest = max(highest, confirmed_lsn(settings))
+                return service.stream_restarts >= 1
+
+            wait_until(held, 120)  # timed out, given up, retried from the slot
+            writer.wait_commits(20)
+            highest = max(highest, confirmed_lsn(settings))
+            assert highest <= broker_gone < current_lsn(settings)
+            assert dependency_up(service, "kafka") == 0
+            assert thread.failure is None
+        finally:
+            start_broker(stack)
+        wait_until(lambda: dependency_up(service, "kafka") == 1, 120)
+        writer.wait_commits(50)
+        writer.stop.set()
+        writer.join(30)
+        assert writer.error is None, writer.error
+        wait_confirmed(settings, current_lsn(settings), timeout_s=120)
+        assert thread.failure is None
+    assert captured_onto(before, settings) == blue_rows(settings)
 
 
 def test_idle_blue_shows_zero_lag_and_the_slot_follows_unrelated_wal(settings: Settings) -> None:
@@ -304,3 +484,21 @@ def test_sigterm_stops_cleanly_and_the_next_run_resumes_without_replaying(
         wait_confirmed(settings)
     updates = [e for e in row_events(settings) if e["op"] == "u"]
     assert sorted(e["after"]["stock"] for e in updates) == [500] * 10 + [600] * 10
+
+
+def test_start_replication_tells_a_transient_failure_from_a_dead_end(settings: Settings) -> None:
+    seed(settings, 5)
+    cdc = settings.cdc
+    prepare_blue(settings.blue_dsn, SOURCE, cdc)
+    with pytest.raises(ReplicationError) as missing:
+        ReplicationStream(settings.blue_dsn, "no_such_slot", cdc.publication)
+    assert not isinstance(missing.value, ReplicationLostError)  # no retry cures it
+    holder = ReplicationStream(settings.blue_dsn, cdc.slot, cdc.publication)
+    try:
+        with pytest.raises(ReplicationLostError, match="active"):  # held: retry later
+            ReplicationStream(settings.blue_dsn, cdc.slot, cdc.publication)
+    finally:
+        holder.close()
+    closed = settings.blue_dsn.get_secret_value().replace(f":{settings.stack.blue_port}/", ":1/")
+    with pytest.raises(ReplicationLostError):  # nobody listens: retry later
+        ReplicationStream(SecretStr(closed), cdc.slot, cdc.publication)

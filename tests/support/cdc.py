@@ -40,22 +40,37 @@ def wait_confirmed(settings: Settings, lsn: int | None = None, timeout_s: float 
 @contextmanager
 def running_cdc(settings: Settings) -> Iterator[CdcService]:
     """The CDC service in a thread of this process, stopped (and checked) on exit."""
+    with cdc_thread(settings) as (service, _thread):
+        yield service
+
+
+@contextmanager
+def cdc_thread(settings: Settings) -> Iterator[tuple[CdcService, ServiceThread]]:
+    """Like running_cdc, with the thread (its `failure`) for tests that watch it run."""
     service = CdcService(settings, SOURCE, Metrics())
     thread = ServiceThread(service, "cdc")
     deadline = time.monotonic() + 30
-    while not _slot_active(settings):
+    while not slot_active(settings):
         thread.check()
         if time.monotonic() > deadline:
             raise TimeoutError("the CDC service did not start streaming")
         time.sleep(0.05)
     try:
-        yield service
+        yield service, thread
     finally:
         thread.stop()
         thread.check()
 
 
-def _slot_active(settings: Settings) -> bool:
+def confirmed_lsn(settings: Settings) -> int:
+    """The slot's confirmed_flush_lsn on blue."""
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        health = slot_health(conn, settings.cdc.slot)
+    assert health is not None
+    return health.confirmed_lsn
+
+
+def slot_active(settings: Settings) -> bool:
     with db.connect(settings.blue_dsn, autocommit=True) as conn:
         health = slot_health(conn, settings.cdc.slot)
     return health is not None and health.active

@@ -1,0 +1,93 @@
+"""Restart the test stack's blue cluster and broker under a running test.
+
+Only the native test stack can be restarted from here; against an external stack
+(BLUEGREEN_TEST_STACK=external) the tests that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+
+from bluegreen.errors import StackError
+from bluegreen.stack import processes
+from bluegreen.stack.local import LocalStack
+from tests.conftest import TEST_STACK
+
+
+def local_stack() -> LocalStack:
+    if os.environ.get("BLUEGREEN_TEST_STACK") == "external":
+        pytest.skip("restarts need the native test stack")
+    return LocalStack(TEST_STACK)
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.1)
+
+
+def restart_blue(stack: LocalStack) -> None:
+    """`pg_ctl restart -m fast` of blue; the stack then records the new postmaster."""
+    cluster = stack.clusters["blue"]
+    old = cluster.pid()
+    processes.run(
+        processes.as_service_user(
+            [
+                str(cluster.bin_dir / "pg_ctl"),
+                "restart",
+                "-D",
+                str(cluster.data_dir),
+                "-m",
+                "fast",
+                "-l",
+                str(cluster.log_file),
+                "-w",
+                "-t",
+                "120",
+            ]
+        ),
+        what="restarting blue",
+        log=cluster.log_file,
+        timeout=180,
+    )
+    assert cluster.pid() not in (None, old)
+    stack.up()  # records the new pid, checks health
+
+
+def kill_blue(stack: LocalStack) -> None:
+    """kill -9 of blue's postmaster, then a start (crash recovery) through the stack."""
+    cluster = stack.clusters["blue"]
+    pid = cluster.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    _wait(lambda: not processes.pid_alive(pid), "blue's postmaster did not die", 30)
+    deadline = time.monotonic() + 90
+    while True:
+        # Orphaned backends notice the postmaster's death and exit; until the last one
+        # has, the new postmaster refuses the still-attached shared memory.
+        try:
+            stack.up()
+            return
+        except StackError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def stop_broker(stack: LocalStack) -> None:
+    """Stop the broker with the stack's own helper (SIGTERM, wait for exit)."""
+    kafka = next(s for s in stack.status() if s.name == "kafka")
+    assert kafka.pid is not None, "the broker is not running"
+    stack.kafka.stop(kafka.pid)
+
+
+def start_broker(stack: LocalStack) -> None:
+    """Start what is down (the broker) and wait until it answers."""
+    stack.up()
