@@ -96,10 +96,6 @@ class LocalStack:
         report.append(self._up_kafka())
         return report
 
-    def up_cluster(self, name: str) -> ServiceStatus:
-        """Start one cluster (or report it running): after a crash, say."""
-        return self._up_cluster(self.clusters[name])
-
     def _up_cluster(self, cluster: Cluster) -> ServiceStatus:
         started = time.monotonic()
         pid = cluster.pid()

@@ -9,7 +9,6 @@ Kafka's committed offsets.
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 from confluent_kafka import TopicPartition
@@ -18,19 +17,17 @@ from bluegreen import db
 from bluegreen.config import Settings
 from bluegreen.kafka import make_consumer, topic_ends
 from bluegreen.metrics import Metrics
-from bluegreen.stack.local import LocalStack
 from consumers.service import ConsumerService
 from producers.snapshot import service as snapshot
 from schemas.catalog import SOURCE
 from schemas.codec import default_codec
-from tests.conftest import TEST_STACK
 from tests.integration.test_consumer import assert_exact, prepared
 from tests.support.blue_writer import BlueWriter
 from tests.support.cdc import running_cdc, wait_confirmed
 from tests.support.cli import spawn
 from tests.support.consume import green_positions, running_consumer, wait_drained
-from tests.support.faults import kill_cluster, start_cluster
 from tests.support.kafka import read_all
+from tests.support.restarts import kill_cluster, local_stack
 from tests.support.service_thread import ServiceThread
 from tests.support.waiting import wait_until
 
@@ -62,7 +59,7 @@ def assert_positions_agree(settings: Settings) -> None:
 
 def test_green_killed_mid_load_loses_nothing(settings: Settings) -> None:
     settings = prepared(settings, 6_000, batch_max_messages=400)
-    stack = LocalStack(TEST_STACK)
+    stack = local_stack()
     writer = BlueWriter(settings, seed=11)
     with running_cdc(settings), running_consumer(settings) as service:
         writer.start()
@@ -70,9 +67,7 @@ def test_green_killed_mid_load_loses_nothing(settings: Settings) -> None:
         for _ in range(2):
             applied = service.applied
             wait_until(lambda a=applied: service.applied > a + 300, "applying", 60)
-            kill_cluster(stack, "green")
-            time.sleep(0.5)  # the consumer meets a dead green
-            start_cluster(stack, "green")
+            kill_cluster(stack, "green")  # and start it again: crash recovery
         writer.stop.set()
         writer.join(10)
         assert writer.error is None

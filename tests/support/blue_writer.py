@@ -17,23 +17,39 @@ CURRENCY = {"US": "USD", "GB": "GBP", "EU": "EUR"}
 class BlueWriter(threading.Thread):
     """Small transactions: price and stock updates, renames, new rows, deletes, key moves."""
 
-    def __init__(self, settings: Settings, seed: int = 1, pause_s: float = 0.002) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        seed: int = 1,
+        pause_s: float = 0.002,
+        *,
+        ride_through_restarts: bool = False,
+    ) -> None:
         super().__init__(daemon=True, name="blue-writer")
         self.settings = settings
         self.rng = random.Random(seed)
         self.pause_s = pause_s
         self.stop = threading.Event()
+        self.ride_through_restarts = ride_through_restarts
         self.transactions = 0
+        self.reconnects = 0
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            with db.connect(self.settings.blue_dsn) as conn:
-                while not self.stop.is_set():
-                    self._one(conn)
-                    conn.commit()
-                    self.transactions += 1
-                    time.sleep(self.pause_s)
+            while not self.stop.is_set():
+                try:
+                    with db.connect(self.settings.blue_dsn, connect_timeout=5) as conn:
+                        while not self.stop.is_set():
+                            self._one(conn)
+                            conn.commit()
+                            self.transactions += 1
+                            time.sleep(self.pause_s)
+                except psycopg.OperationalError:
+                    if not self.ride_through_restarts:
+                        raise
+                    self.reconnects += 1
+                    self.stop.wait(0.2)  # blue restarts: the application retries
         except BaseException as exc:
             self.error = exc
 

@@ -1,4 +1,4 @@
-"""Restart the test stack's blue cluster and broker under a running test.
+"""Restart, crash and stop the test stack's clusters and broker under a running test.
 
 Only the native test stack can be restarted from here; against an external stack
 (BLUEGREEN_TEST_STACK=external) the tests that need it are skipped.
@@ -34,8 +34,12 @@ def _wait(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
 
 
 def restart_blue(stack: LocalStack) -> None:
-    """`pg_ctl restart -m fast` of blue; the stack then records the new postmaster."""
-    cluster = stack.clusters["blue"]
+    restart_cluster(stack, "blue")
+
+
+def restart_cluster(stack: LocalStack, name: str) -> None:
+    """`pg_ctl restart -m fast` of a cluster; the stack then records the new postmaster."""
+    cluster = stack.clusters[name]
     old = cluster.pid()
     processes.run(
         processes.as_service_user(
@@ -53,7 +57,7 @@ def restart_blue(stack: LocalStack) -> None:
                 "120",
             ]
         ),
-        what="restarting blue",
+        what=f"restarting {name}",
         log=cluster.log_file,
         timeout=180,
     )
@@ -62,12 +66,16 @@ def restart_blue(stack: LocalStack) -> None:
 
 
 def kill_blue(stack: LocalStack) -> None:
-    """kill -9 of blue's postmaster, then a start (crash recovery) through the stack."""
-    cluster = stack.clusters["blue"]
+    kill_cluster(stack, "blue")
+
+
+def kill_cluster(stack: LocalStack, name: str) -> None:
+    """kill -9 of a cluster's postmaster, then a start (crash recovery) through the stack."""
+    cluster = stack.clusters[name]
     pid = cluster.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: not processes.pid_alive(pid), "blue's postmaster did not die", 30)
+    _wait(lambda: not processes.pid_alive(pid), f"{name}'s postmaster did not die", 30)
     deadline = time.monotonic() + 90
     while True:
         # Orphaned backends notice the postmaster's death and exit; until the last one
