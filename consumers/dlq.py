@@ -313,13 +313,6 @@ def replay_open(
     return ReplayReport(replayed=replayed, superseded=len(letters) - replayed)
 
 
-def replay(kafka: KafkaSettings, consumer_group: str, timeout_s: float = 30.0) -> int:
-    """Re-submit every open dead letter, superseded or not (green is not asked), then
-    mark them replayed; `replay_open` is what `bluegreen dlq replay` runs."""
-    letters = open_dead_letters(kafka, consumer_group, timeout_s=timeout_s)
-    return _replay(kafka, consumer_group, letters, timeout_s)
-
-
 def _replay(
     kafka: KafkaSettings, consumer_group: str, letters: Sequence[DeadLetter], timeout_s: float
 ) -> int:

@@ -31,6 +31,7 @@ from tests.support.cli import bluegreen, spawn
 from tests.support.consume import running_consumer, wait_drained
 from tests.support.events import blue_row, event
 from tests.support.kafka import read_all
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -87,10 +88,11 @@ def test_snapshot_with_concurrent_changes_converges_exactly(settings: Settings) 
     writer = BlueWriter(settings)
     with running_cdc(settings), running_consumer(settings):
         writer.start()
-        time.sleep(0.5)
+        wait_until(lambda: writer.transactions > 10, "blue writes before the snapshot")
         report = snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=2)
         assert report.ok
-        time.sleep(1.0)
+        done = writer.transactions
+        wait_until(lambda: writer.transactions > done + 50, "blue writes after the snapshot")
         writer.stop.set()
         writer.join(10)
         assert writer.error is None and writer.transactions > 50
@@ -149,10 +151,11 @@ def test_two_consumers_and_a_rebalance_mid_stream_converge_exactly(settings: Set
             snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
             second = spawn(settings, "consume", "--metrics-port", "-1")  # rebalance
             try:
-                time.sleep(4)
+                wait_until(lambda: "partitions assigned" in second.output(), "rebalance", 60)
                 first.signal(signal.SIGTERM)  # another rebalance, mid-stream
                 assert first.wait(60) == 0, first.output()
-                time.sleep(2)
+                done = writer.transactions
+                wait_until(lambda: writer.transactions > done + 50, "writes after it", 60)
                 writer.stop.set()
                 writer.join(10)
                 assert writer.error is None
@@ -211,11 +214,11 @@ def test_a_replayed_message_is_applied_with_the_version_guard(settings: Settings
         assert dlq.open_count(settings.kafka, settings.consumer.group_id) == 2
         with db.connect(settings.green_dsn) as conn:  # the operator fixes the cause
             conn.execute("ALTER TABLE catalog.channel_listing DROP CONSTRAINT price_cap")
-        assert dlq.replay(settings.kafka, settings.consumer.group_id) == 2
+        report = dlq.replay_open(settings.kafka, settings.consumer.group_id, settings.green_dsn)
+        # OLDER's letter (100, 2) is superseded: green holds its key at (200, 1).
+        assert report == dlq.ReplayReport(replayed=1, superseded=1)
         assert dlq.open_count(settings.kafka, settings.consumer.group_id) == 0
-        deadline = time.monotonic() + 30
-        while price_of(settings, "CAPPED") is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: price_of(settings, "CAPPED") is not None, "the replayed row", 30)
         wait_drained(settings)
     assert price_of(settings, "CAPPED") == Decimal("5000.00")
     assert price_of(settings, "OLDER") == Decimal("10.00")  # the newer change kept its place
@@ -269,10 +272,9 @@ def test_green_down_for_seconds_then_back_loses_nothing(settings: Settings) -> N
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                 (database,),
             )
-            time.sleep(4)
-            paused = service.metrics.consumer_paused._value.get()
+            # The consumer finds out at its next batch or position check.
+            wait_until(lambda: service.metrics.consumer_paused._value.get() == 1, "the pause", 30)
             conn.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
-        assert paused == 1
         writer.stop.set()
         writer.join(10)
         wait_confirmed(settings)
