@@ -206,4 +206,7 @@ def test_slot_must_exist_before_a_worker_snapshots(settings: BGSettings) -> None
     with pytest.raises(BluegreenError, match="no replication slot"):
         worker.run()
     with psycopg.connect(settings.blue_dsn.get_secret_value()) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() is not None
+        slots = conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+        ).fetchall()
+    assert slots == []  # neither the CDC slot nor a snapshot's temporary one
