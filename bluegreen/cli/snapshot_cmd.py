@@ -32,6 +32,8 @@ def snapshot(
 ) -> None:
     """Plan the tasks once, then run N worker processes until every task is COMPLETED or DEAD.
 
+    Exit 0 when every task is COMPLETED (a worker killed on the way is restarted and
+    its tasks taken over), 2 when a task is DEAD, 1 with one line when it cannot go on.
     Safe to run again after any failure: completed tasks are not run again.
     """
     if ctx.invoked_subcommand is not None:
@@ -55,6 +57,12 @@ def snapshot(
         )
         raise typer.Exit(2)
     if not report.ok:
+        open_tasks = report.tasks - report.completed - report.dead
+        typer.echo(
+            f"bluegreen snapshot: error: {report.problem or 'workers stopped early'} "
+            f"({open_tasks} tasks not completed; `bluegreen snapshot` resumes them)",
+            err=True,
+        )
         raise typer.Exit(1)
 
 

@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
+import urllib.request
 from collections import Counter
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from bluegreen import db
 from bluegreen.config import Settings as BGSettings
 from bluegreen.config import SnapshotSettings
-from bluegreen.errors import BluegreenError
+from bluegreen.errors import BluegreenError, DependencyError
 from bluegreen.kafka import ensure_topic
 from bluegreen.metrics import Metrics
+from bluegreen.stack.local import LocalStack
 from producers.snapshot import service, tasks
 from producers.snapshot.worker import SnapshotWorker
 from schemas.catalog import SOURCE
 from schemas.catalog.blue import COLUMNS
 from schemas.catalog.seed_load import load_seed
 from schemas.codec import default_codec
+from tests.conftest import TEST_STACK
 from tests.support.cli import bluegreen, spawn
 from tests.support.kafka import read_all
 
@@ -31,6 +40,8 @@ pytestmark = pytest.mark.integration
 
 def seeded(settings: BGSettings, rows: int, **snapshot: Any) -> BGSettings:
     load_seed(settings.blue_dsn, rows, 42, replace=False)
+    with db.connect(settings.control_dsn) as conn:  # so a test can watch the task table
+        tasks.ensure_schema(conn)
     fast = {"heartbeat_interval_s": 0.3, "heartbeat_timeout_s": 2.0, "backoff_base_s": 0.1}
     options = SnapshotSettings(**{**fast, **snapshot})
     return settings.model_copy(update={"snapshot": options})
@@ -206,4 +217,307 @@ def test_slot_must_exist_before_a_worker_snapshots(settings: BGSettings) -> None
     with pytest.raises(BluegreenError, match="no replication slot"):
         worker.run()
     with psycopg.connect(settings.blue_dsn.get_secret_value()) as conn:
-        assert conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone() is not None
+        slots = conn.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+        ).fetchall()
+    assert slots == []  # neither the CDC slot nor a snapshot's temporary one
+
+
+# -- riding through faults ---------------------------------------------------------------------
+
+
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll `condition` until it returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.05)
+
+
+def pid_of(worker_id: str) -> int:
+    return int(worker_id.split(":")[1])  # host:pid:slot
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for whoever adopted it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def worker_processes(parent: int) -> list[int]:
+    """The snapshot workers a `bluegreen snapshot` process spawned (not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def db_now(settings: BGSettings) -> datetime:
+    with db.connect(settings.control_dsn) as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    return row[0]
+
+
+def history(settings: BGSettings) -> list[dict[str, Any]]:
+    with db.connect(settings.control_dsn) as conn:
+        return tasks.attempts(conn)
+
+
+def states(settings: BGSettings) -> Counter[str]:
+    return Counter(r["state"] for r in task_table(settings))
+
+
+def ids_in_kafka(settings: BGSettings) -> set[int]:
+    codec = default_codec()
+    records = read_all(settings.kafka, settings.kafka.topic)
+    return {codec.decode(r.value or b"")["after"]["id"] for r in records}
+
+
+def retries(output: str, dependency: str) -> int:
+    """Retry lines logged for a dependency: one per attempt, from every process."""
+    return output.count(f"{dependency} unreachable; retrying")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (right now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def dependency_up(metrics_port: int, dependency: str) -> float | None:
+    """bluegreen_dependency_up{dependency} on a running command's /metrics."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "bluegreen_dependency_up" and sample.labels == {
+                "dependency": dependency
+            }:
+                return float(sample.value)
+    return None
+
+
+def local_stack() -> LocalStack:
+    if os.environ.get("BLUEGREEN_TEST_STACK") == "external":
+        pytest.skip("stops and starts services of the local test stack")
+    return LocalStack(TEST_STACK)
+
+
+def test_a_killed_worker_is_replaced_and_its_task_reclaimed_at_once(settings: BGSettings) -> None:
+    # With a two-minute heartbeat timeout, only the parent seeing the process exit can
+    # explain a reclaim within seconds.
+    settings = seeded(settings, 30_000, chunk_size=500, heartbeat_timeout_s=120.0)
+    proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
+    try:
+
+        def busy_worker() -> str | None:
+            rows = task_table(settings)
+            if sum(r["state"] == "COMPLETED" for r in rows) < 3:
+                return None
+            return next((r["worker_id"] for r in rows if r["state"] == "IN_PROGRESS"), None)
+
+        victim = wait_until(busy_worker, 60, "a worker holding a task")
+        os.kill(pid_of(victim), signal.SIGSTOP)  # frozen, so what it holds cannot change
+        held = {
+            r["id"]
+            for r in task_table(settings)
+            if r["worker_id"] == victim and r["state"] == "IN_PROGRESS"
+        }
+        killed_at = db_now(settings)
+        os.kill(pid_of(victim), signal.SIGKILL)
+        assert proc.wait(120) == 0, proc.output()
+        output = proc.output()
+    finally:
+        proc.close()
+
+    assert held
+    rows = {r["id"]: r for r in task_table(settings)}
+    assert {r["state"] for r in rows.values()} == {"COMPLETED"}
+    attempts = history(settings)
+    for task_id in held:
+        mine = [a for a in attempts if a["task_id"] == task_id]
+        killed = next(a for a in mine if a["worker_id"] == victim)
+        assert killed["outcome"] == "worker_exited", mine
+        assert killed["ended_at"] - killed_at < timedelta(seconds=10), mine  # not 120 s
+        assert mine[-1]["outcome"] == "completed" and mine[-1]["worker_id"] != victim
+        assert rows[task_id]["attempts"] == 2  # the killed attempt counts
+    assert "started again" in output
+    assert ids_in_kafka(settings) == set(range(1, 30_001))
+
+
+def test_workers_of_a_killed_parent_stop_and_a_new_run_resumes(settings: BGSettings) -> None:
+    settings = seeded(settings, 30_000, chunk_size=500, heartbeat_timeout_s=120.0)
+    proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
+    workers: list[int] = []
+    try:
+        wait_until(
+            lambda: states(settings)["COMPLETED"] >= 3 and len(worker_processes(proc.pid)) == 2,
+            60,
+            "progress with two workers",
+        )
+        workers = worker_processes(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent alone; its workers are orphaned
+        proc.wait(10)
+        wait_until(lambda: not any(alive(p) for p in workers), 60, "the orphaned workers to exit")
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.close()
+
+    before = {r["id"]: r for r in task_table(settings)}
+    assert "IN_PROGRESS" not in {r["state"] for r in before.values()}  # they gave theirs back
+    completed = {i: r for i, r in before.items() if r["state"] == "COMPLETED"}
+    assert 3 <= len(completed) < len(before)
+
+    done = bluegreen(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = {r["id"]: r for r in task_table(settings)}
+    assert {r["state"] for r in after.values()} == {"COMPLETED"}
+    for task_id, row in completed.items():  # completed work is not run again
+        assert after[task_id]["finished_at"] == row["finished_at"]
+        assert after[task_id]["attempts"] == 1
+    assert ids_in_kafka(settings) == set(range(1, 30_001))
+
+
+def test_workers_ride_through_a_broker_restart(settings: BGSettings) -> None:
+    stack = local_stack()
+    settings = seeded(settings, 30_000, chunk_size=300, heartbeat_timeout_s=60.0)
+    port = free_port()
+    proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", str(port))
+    try:
+        wait_until(lambda: states(settings)["COMPLETED"] >= 3, 60, "progress")
+        assert dependency_up(port, "kafka") == 1
+        broker = next(s for s in stack.status() if s.name == "kafka")
+        assert broker.pid is not None
+        stack.kafka.stop(broker.pid)
+        try:
+            assert states(settings)["COMPLETED"] < 100  # the outage hits a running snapshot
+            # Down for a while: until the workers have retried it a few times.
+            wait_until(lambda: retries(proc.output(), "kafka") >= 6, 60, "the workers to retry")
+            assert proc.poll() is None, proc.output()
+            assert dependency_up(port, "kafka") == 0  # the workers' view, on the parent's port
+        finally:
+            stack.up()
+        wait_until(lambda: dependency_up(port, "kafka") == 1, 60, "the gauge to recover")
+        assert proc.wait(180) == 0, proc.output()
+        output = proc.output()
+    finally:
+        proc.close()
+
+    assert retries(output, "kafka") >= 3 and "kafka reachable again" in output
+    assert "|FAIL|" not in output  # librdkafka's line per connection attempt stays quiet
+    assert "worker process exited" not in output  # no worker died on the way
+    rows = task_table(settings)
+    assert {r["state"] for r in rows} == {"COMPLETED"}
+    assert {r["attempts"] for r in rows} == {1}  # the outage burnt no attempt
+    assert {a["outcome"] for a in history(settings)} == {"completed"}
+    assert ids_in_kafka(settings) == set(range(1, 30_001))
+
+
+def test_a_blue_restart_gives_the_tasks_being_read_back_without_counting(
+    settings: BGSettings,
+) -> None:
+    stack = local_stack()
+    settings = seeded(settings, 30_000, chunk_size=300, heartbeat_timeout_s=60.0)
+    proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
+    try:
+        wait_until(lambda: states(settings)["COMPLETED"] >= 3, 60, "progress")
+        assert stack.clusters["blue"].stop(None)
+        try:
+            assert states(settings)["COMPLETED"] < 100
+            wait_until(lambda: retries(proc.output(), "blue") >= 2, 60, "the workers to retry")
+        finally:
+            stack.up()
+        assert proc.wait(180) == 0, proc.output()
+        output = proc.output()
+    finally:
+        proc.close()
+
+    assert "blue reachable again" in output
+    rows = task_table(settings)
+    assert {r["state"] for r in rows} == {"COMPLETED"}
+    assert {r["attempts"] for r in rows} == {1}  # interruptions do not count
+    interrupted = [a for a in history(settings) if a["outcome"] == "interrupted"]
+    assert interrupted and all(a["detail"].startswith("blue: ") for a in interrupted)
+    assert ids_in_kafka(settings) == set(range(1, 30_001))
+
+
+def test_parent_and_workers_ride_through_a_control_restart(settings: BGSettings) -> None:
+    stack = local_stack()
+    settings = seeded(settings, 30_000, chunk_size=300, heartbeat_timeout_s=60.0)
+    proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
+    try:
+        wait_until(lambda: states(settings)["COMPLETED"] >= 3, 60, "progress")
+        assert stack.clusters["control"].stop(None)
+        try:
+            wait_until(
+                lambda: retries(proc.output(), "control") >= 6,
+                60,
+                "the parent and the workers to retry",
+            )
+            assert proc.poll() is None, proc.output()
+        finally:
+            stack.up()
+        assert proc.wait(180) == 0, proc.output()
+        output = proc.output()
+    finally:
+        proc.close()
+
+    assert "worker process exited" not in output
+    rows = task_table(settings)
+    assert {r["state"] for r in rows} == {"COMPLETED"}
+    assert {r["attempts"] for r in rows} == {1}
+    assert ids_in_kafka(settings) == set(range(1, 30_001))
+
+
+def test_an_unreachable_control_database_is_one_line_after_the_reconnect_timeout(
+    settings: BGSettings,
+) -> None:
+    settings = seeded(settings, 100)
+    service.prepare(settings, SOURCE)  # slot and topic exist: only control is missing
+    closed = free_port()
+    control = f"postgresql://postgres:s3cret@127.0.0.1:{closed}/control"
+    broken = settings.model_copy(
+        update={
+            "control_dsn": SecretStr(control),
+            "snapshot": settings.snapshot.model_copy(update={"reconnect_timeout_s": 2.0}),
+        }
+    )
+
+    worker = SnapshotWorker(broken, SOURCE, worker_id="w7", name="snapshot worker 7")
+    started = time.monotonic()
+    with pytest.raises(DependencyError) as caught:
+        worker.run()
+    assert 2.0 <= time.monotonic() - started < 15
+    message = str(caught.value)
+    assert "\n" not in message and "s3cret" not in message
+    assert message.startswith(
+        f"snapshot worker 7: control at 127.0.0.1:{closed}/control unreachable for 2s"
+    )
+    assert "Connection refused" in message
+
+    done = bluegreen(broken, "snapshot", "--workers", "1", "--metrics-port", "-1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("bluegreen snapshot:")]
+    assert len(errors) == 1, done.stderr
+    assert f"control at 127.0.0.1:{closed}/control unreachable for 2s" in errors[0]
