@@ -154,7 +154,8 @@ class SnapshotSettings(_Frozen):
     # A worker re-takes its snapshot after this long, so blue's vacuum is not held back.
     max_snapshot_age_s: float = Field(default=300.0, gt=0)
     slot_create_timeout_s: float = Field(default=120.0, gt=0)
-    # How long a worker keeps retrying blue, control or Kafka before its task fails.
+    # How long a worker (and the snapshot parent) retries blue, control or Kafka before it
+    # stops with one line naming the dependency.
     reconnect_timeout_s: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="after")

@@ -21,11 +21,12 @@ from bluegreen.logs import get_logger, redact
 T = TypeVar("T")
 
 
-# Causes no retry can cure: a wrong password or user, a missing database. The service
+# Causes no retry can cure: a wrong password or user, a missing database or table, a
+# missing grant (libpq gives no SQLSTATE at connect time: its English text). The service
 # stops at once with one line, instead of retrying for reconnect_timeout_s.
 _PERMANENT = re.compile(
-    r"authentication failed|role \S+ does not exist|database \S+ does not exist|"
-    r"no pg_hba\.conf entry|permission denied|SASL authentication|Authentication failed",
+    r"authentication failed|does not exist|no pg_hba\.conf entry|SSL is not enabled|"
+    r"permission denied",
     re.IGNORECASE,
 )
 

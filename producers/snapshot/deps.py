@@ -17,21 +17,13 @@ import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from bluegreen import retry
 from bluegreen.config import KafkaSettings
 from bluegreen.errors import DependencyError
 from bluegreen.retry import Reconnector, one_line
 
 T = TypeVar("T")
 
-# libpq reports these at connect time without an SQLSTATE; retrying them for minutes
-# only delays the one line the operator needs (wrong user, password or database).
-_PERMANENT_PG = (
-    "password authentication failed",
-    'role "',
-    "does not exist",
-    "no pg_hba.conf entry",
-    "SSL is not enabled",
-)
 # Delivery errors that say the broker was unavailable, not that the message was refused.
 UNAVAILABLE_KAFKA = frozenset(
     {
@@ -60,10 +52,7 @@ _CLIENT_ERRORS = (psycopg.Error, KafkaException, TimeoutError, UnreachableError)
 
 def pg_transient(exc: BaseException) -> bool:
     """A PostgreSQL error that a reconnect may cure (server gone, restarting, refusing)."""
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    text = str(exc)
-    return not any(marker in text for marker in _PERMANENT_PG)
+    return isinstance(exc, psycopg.OperationalError) and not retry.permanent(exc)
 
 
 def kafka_transient(exc: BaseException) -> bool:
