@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from confluent_kafka import KafkaException
 
 from bluegreen import db
 from bluegreen.chaos import check
@@ -400,31 +401,35 @@ class _Run:
         if not alive:
             record.failures.append("the write load stopped early (see its errors)")
         started = time.monotonic()
-        self.services.restore(_SERVICES)
+        self.services.restore(_SERVICES)  # a crash-looping service gets one more chance
         if not self.snapshot_done() and self.services.pid("snapshot") is None:
             self.services.start("snapshot")
         self.converge(started)
         self.judge()
 
     def converge(self, started: float) -> None:
+        """Poll until green equals transform(blue) and every partition is drained."""
         record, deadline = self.record, started + self.options.converge_timeout_s
         offsets: list[check.PartitionOffsets] = []
         while True:
             self.services.watch()
-            self.differences = check.state_differences(self.settings)
-            if not self.differences:
-                offsets = check.offsets(self.settings)
-                if all(p.drained for p in offsets):
-                    record.converge_seconds = round(time.monotonic() - started, 1)
-                    break
+            try:
+                self.differences = check.state_differences(self.settings)
+                if not self.differences:
+                    offsets = check.offsets(self.settings)
+                    if offsets and all(p.drained for p in offsets):
+                        record.converge_seconds = round(time.monotonic() - started, 1)
+                        break
+            except (psycopg.OperationalError, KafkaException) as exc:
+                self.echo(f"  convergence check could not read: {exc}")  # and try again
             if time.monotonic() > deadline:
                 break
-            self.tick(1.0)
+            self.tick(0.5)
         record.differences = len(self.differences)
         record.differences_sample = [d.as_dict() for d in self.differences[:30]]
         offsets = offsets or check.offsets(self.settings)
         record.offsets = [{**asdict(p), "drained": p.drained} for p in offsets]
-        record.offsets_drained = all(p.drained for p in offsets)
+        record.offsets_drained = bool(offsets) and all(p.drained for p in offsets)
 
     def judge(self) -> None:
         record = self.record
