@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: demo test lint check prereqs venv stack-up stack-down stack-status bench clean
+.PHONY: demo test lint check prereqs venv stack-up stack-down stack-status bench chaos clean
 
 prereqs:
 	@deploy/prereqs.sh
@@ -46,6 +47,11 @@ stack-status: $(STAMP)
 bench: venv
 	$(BIN)/bluegreen stack up
 	$(BIN)/bluegreen bench $(BENCH_ARGS)
+
+# Randomized fault injection: 20 runs at 60,000 blue rows; exit 1 when a run diverged.
+chaos: venv
+	$(BIN)/bluegreen stack up
+	$(BIN)/bluegreen chaos --runs 20 --seed 1 --products 60000 --keep-going --report reports/chaos.json $(CHAOS_ARGS)
 
 clean:
 	-$(BIN)/bluegreen stack down

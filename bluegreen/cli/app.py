@@ -10,6 +10,7 @@ import typer
 from bluegreen import __version__
 from bluegreen.cli import (
     bench_cmd,
+    chaos_cmd,
     cutover_cmd,
     demo_cmd,
     dlq_cmd,
@@ -43,6 +44,7 @@ app.command("rollback")(cutover_cmd.rollback_cmd)
 app.command("complete")(cutover_cmd.complete_cmd)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(bench_cmd.app, name="bench")
+app.command("chaos")(chaos_cmd.chaos)
 
 
 def _version(value: bool) -> None:
