@@ -11,11 +11,10 @@ from __future__ import annotations
 import signal
 
 import pytest
-from confluent_kafka import TopicPartition
 
 from bluegreen import db
 from bluegreen.config import Settings
-from bluegreen.kafka import make_consumer, topic_ends
+from bluegreen.kafka import topic_ends
 from bluegreen.metrics import Metrics
 from consumers.service import ConsumerService
 from producers.snapshot import service as snapshot
@@ -25,25 +24,18 @@ from tests.integration.test_consumer import assert_exact, prepared
 from tests.support.blue_writer import BlueWriter
 from tests.support.cdc import running_cdc, wait_confirmed
 from tests.support.cli import spawn
-from tests.support.consume import green_positions, running_consumer, wait_drained
+from tests.support.consume import (
+    committed_offsets,
+    green_positions,
+    running_consumer,
+    wait_drained,
+)
 from tests.support.kafka import read_all
 from tests.support.restarts import kill_cluster, local_stack
 from tests.support.service_thread import ServiceThread
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def committed_offsets(settings: Settings) -> dict[int, int]:
-    consumer = make_consumer(settings.kafka, settings.consumer.group_id)
-    try:
-        committed = consumer.committed(
-            [TopicPartition(settings.kafka.topic, p) for p in range(settings.kafka.partitions)],
-            timeout=10,
-        )
-    finally:
-        consumer.close()
-    return {tp.partition: tp.offset for tp in committed}
 
 
 def assert_positions_agree(settings: Settings) -> None:

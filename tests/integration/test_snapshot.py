@@ -54,6 +54,21 @@ def blue_rows(settings: BGSettings) -> dict[int, dict[str, Any]]:
         return {row[0]: dict(zip(COLUMNS, row, strict=True)) for row in cur}
 
 
+def resume_completes(
+    settings: BGSettings, completed: dict[Any, dict[str, Any]]
+) -> dict[Any, dict[str, Any]]:
+    """Run `bluegreen snapshot` again: it ends with exit 0 and every task COMPLETED, and the
+    tasks completed before it are not run again. Returns the task table by id."""
+    done = bluegreen(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = {r["id"]: r for r in task_table(settings)}
+    assert {r["state"] for r in after.values()} == {"COMPLETED"}
+    for task_id, row in completed.items():  # completed work is not run again
+        assert after[task_id]["finished_at"] == row["finished_at"]
+        assert after[task_id]["attempts"] == 1
+    return after
+
+
 def task_table(settings: BGSettings) -> list[dict[str, Any]]:
     with db.connect(settings.control_dsn) as conn:
         return tasks.task_rows(conn)
@@ -138,13 +153,7 @@ def test_kill_minus_nine_mid_task_then_restart_completes_the_rest(settings: BGSe
     completed = {i: r for i, r in before.items() if r["state"] == "COMPLETED"}
     assert killed
 
-    done = bluegreen(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
-    assert done.returncode == 0, done.stdout + done.stderr
-    after = {r["id"]: r for r in task_table(settings)}
-    assert {r["state"] for r in after.values()} == {"COMPLETED"}
-    for task_id, row in completed.items():  # completed work is not run again
-        assert after[task_id]["finished_at"] == row["finished_at"]
-        assert after[task_id]["attempts"] == 1
+    after = resume_completes(settings, completed)
     for row in killed:  # the abandoned task was reclaimed after its heartbeat expired
         assert after[row["id"]]["attempts"] == 2
     records = read_all(settings.kafka, settings.kafka.topic)
@@ -388,13 +397,7 @@ def test_workers_of_a_killed_parent_stop_and_a_new_run_resumes(settings: BGSetti
     completed = {i: r for i, r in before.items() if r["state"] == "COMPLETED"}
     assert 3 <= len(completed) < len(before)
 
-    done = bluegreen(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
-    assert done.returncode == 0, done.stdout + done.stderr
-    after = {r["id"]: r for r in task_table(settings)}
-    assert {r["state"] for r in after.values()} == {"COMPLETED"}
-    for task_id, row in completed.items():  # completed work is not run again
-        assert after[task_id]["finished_at"] == row["finished_at"]
-        assert after[task_id]["attempts"] == 1
+    resume_completes(settings, completed)
     assert ids_in_kafka(settings) == set(range(1, 30_001))
 
 

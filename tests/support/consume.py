@@ -6,9 +6,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from confluent_kafka import TopicPartition
+
 from bluegreen import db
 from bluegreen.config import Settings
-from bluegreen.kafka import topic_ends
+from bluegreen.kafka import make_consumer, topic_ends
 from bluegreen.metrics import Metrics
 from consumers.service import ConsumerService
 from tests.support.service_thread import ServiceThread
@@ -24,6 +26,19 @@ def green_positions(settings: Settings) -> dict[int, int]:
             (settings.kafka.topic,),
         ).fetchall()
     return {int(p): int(o) for p, o in rows}
+
+
+def committed_offsets(settings: Settings) -> dict[int, int]:
+    """The consumer group's committed offset per partition of the change topic (<0: none)."""
+    consumer = make_consumer(settings.kafka, settings.consumer.group_id)
+    try:
+        committed = consumer.committed(
+            [TopicPartition(settings.kafka.topic, p) for p in range(settings.kafka.partitions)],
+            timeout=10,
+        )
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in committed}
 
 
 def wait_drained(settings: Settings, timeout_s: float = 120) -> None:
