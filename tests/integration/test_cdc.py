@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +37,7 @@ from tests.support.cdc import (
 from tests.support.cli import spawn
 from tests.support.kafka import read_all
 from tests.support.restarts import kill_blue, local_stack, restart_blue, start_broker, stop_broker
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -243,16 +243,12 @@ class Writer(threading.Thread):
     def wait_commits(self, more: int, timeout_s: float = 60) -> None:
         """Wait until `more` further transactions committed."""
         target = self.commits + more
-        wait_until(lambda: self.commits >= target or self.error is not None, timeout_s)
+        wait_until(
+            lambda: self.commits >= target or self.error is not None,
+            "the writer's commits",
+            timeout_s,
+        )
         assert self.error is None, self.error
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout_s}s")
-        time.sleep(0.05)
 
 
 def test_kill_9_and_restart_with_a_concurrent_writer_loses_nothing(settings: Settings) -> None:
@@ -266,13 +262,17 @@ def test_kill_9_and_restart_with_a_concurrent_writer_loses_nothing(settings: Set
         wait_for_active_slot(settings)
         start = confirmed_lsn(settings)
         writer.start()
-        wait_until(lambda: confirmed_lsn(settings) > start, 30)  # capturing and confirming
+        wait_until(
+            lambda: confirmed_lsn(settings) > start, "the slot confirming", 30
+        )  # capturing and confirming
         writer.wait_commits(30)
         first.signal(signal.SIGKILL)
         first.wait(10)
     finally:
         first.close()
-    wait_until(lambda: not slot_active(settings))  # its walsender read its last status
+    wait_until(
+        lambda: not slot_active(settings), "the walsender's end", 60
+    )  # its walsender read its last status
     restart_point = confirmed_lsn(settings)  # where the next run's stream starts
     writer.wait_commits(50)  # the writer keeps committing while nothing captures
     boundary = topic_ends(settings.kafka, f"ends-{uuid.uuid4().hex[:8]}")
@@ -384,11 +384,19 @@ def test_blue_restart_and_crash_under_a_running_cdc_lose_nothing(settings: Setti
         writer.wait_commits(50)
         restart_blue(stack)  # pg_ctl restart -m fast
         writer.wait_commits(50, timeout_s=120)
-        wait_until(lambda: service.stream_restarts >= 1 and slot_active(settings), 120)
+        wait_until(
+            lambda: service.stream_restarts >= 1 and slot_active(settings),
+            "the first stream restart",
+            120,
+        )
         assert thread.failure is None
         kill_blue(stack)  # kill -9 of the postmaster, then a start with crash recovery
         writer.wait_commits(50, timeout_s=120)
-        wait_until(lambda: service.stream_restarts >= 2 and slot_active(settings), 120)
+        wait_until(
+            lambda: service.stream_restarts >= 2 and slot_active(settings),
+            "the second stream restart",
+            120,
+        )
         writer.stop.set()
         writer.join(30)
         assert writer.error is None, writer.error
@@ -409,7 +417,7 @@ def test_broker_down_holds_the_slot_and_cdc_resumes(settings: Settings) -> None:
     writer = Writer(settings)
     with cdc_thread(settings) as (service, thread):
         writer.start()
-        wait_until(lambda: service.events_acked >= 100)
+        wait_until(lambda: service.events_acked >= 100, "acknowledged events", 60)
         stop_broker(stack)
         try:
             broker_gone = current_lsn(settings)  # changes after this wait for the broker
@@ -421,7 +429,9 @@ def test_broker_down_holds_the_slot_and_cdc_resumes(settings: Settings) -> None:
                 highest = max(highest, confirmed_lsn(settings))
                 return service.stream_restarts >= 1
 
-            wait_until(held, 120)  # timed out, given up, retried from the slot
+            wait_until(
+                held, "the slot held, the stream retried", 120
+            )  # timed out, given up, retried from the slot
             writer.wait_commits(20)
             highest = max(highest, confirmed_lsn(settings))
             assert highest <= broker_gone < current_lsn(settings)
@@ -429,7 +439,7 @@ def test_broker_down_holds_the_slot_and_cdc_resumes(settings: Settings) -> None:
             assert thread.failure is None
         finally:
             start_broker(stack)
-        wait_until(lambda: dependency_up(service, "kafka") == 1, 120)
+        wait_until(lambda: dependency_up(service, "kafka") == 1, "kafka up again", 120)
         writer.wait_commits(50)
         writer.stop.set()
         writer.join(30)

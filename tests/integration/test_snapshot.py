@@ -8,7 +8,6 @@ import socket
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from schemas.codec import default_codec
 from tests.conftest import TEST_STACK
 from tests.support.cli import bluegreen, spawn
 from tests.support.kafka import read_all
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -235,17 +235,6 @@ def test_slot_must_exist_before_a_worker_snapshots(settings: BGSettings) -> None
 # -- riding through faults ---------------------------------------------------------------------
 
 
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(0.05)
-
-
 def pid_of(worker_id: str) -> int:
     return int(worker_id.split(":")[1])  # host:pid:slot
 
@@ -343,7 +332,7 @@ def test_a_killed_worker_is_replaced_and_its_task_reclaimed_at_once(settings: BG
                 return None
             return next((r["worker_id"] for r in rows if r["state"] == "IN_PROGRESS"), None)
 
-        victim = wait_until(busy_worker, 60, "a worker holding a task")
+        victim = wait_until(busy_worker, "a worker holding a task", 60)
         os.kill(pid_of(victim), signal.SIGSTOP)  # frozen, so what it holds cannot change
         held = {
             r["id"]
@@ -379,13 +368,13 @@ def test_workers_of_a_killed_parent_stop_and_a_new_run_resumes(settings: BGSetti
     try:
         wait_until(
             lambda: states(settings)["COMPLETED"] >= 3 and len(worker_processes(proc.pid)) == 2,
-            60,
             "progress with two workers",
+            60,
         )
         workers = worker_processes(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # the parent alone; its workers are orphaned
         proc.wait(10)
-        wait_until(lambda: not any(alive(p) for p in workers), 60, "the orphaned workers to exit")
+        wait_until(lambda: not any(alive(p) for p in workers), "the orphaned workers to exit", 60)
     finally:
         for pid in workers:
             if alive(pid):
@@ -407,7 +396,7 @@ def test_workers_ride_through_a_broker_restart(settings: BGSettings) -> None:
     port = free_port()
     proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", str(port))
     try:
-        wait_until(lambda: states(settings)["COMPLETED"] >= 3, 60, "progress")
+        wait_until(lambda: states(settings)["COMPLETED"] >= 3, "progress", 60)
         assert dependency_up(port, "kafka") == 1
         broker = next(s for s in stack.status() if s.name == "kafka")
         assert broker.pid is not None
@@ -415,12 +404,12 @@ def test_workers_ride_through_a_broker_restart(settings: BGSettings) -> None:
         try:
             assert states(settings)["COMPLETED"] < 100  # the outage hits a running snapshot
             # Down for a while: until the workers have retried it a few times.
-            wait_until(lambda: retries(proc.output(), "kafka") >= 6, 60, "the workers to retry")
+            wait_until(lambda: retries(proc.output(), "kafka") >= 6, "the workers to retry", 60)
             assert proc.poll() is None, proc.output()
             assert dependency_up(port, "kafka") == 0  # the workers' view, on the parent's port
         finally:
             stack.up()
-        wait_until(lambda: dependency_up(port, "kafka") == 1, 60, "the gauge to recover")
+        wait_until(lambda: dependency_up(port, "kafka") == 1, "the gauge to recover", 60)
         assert proc.wait(180) == 0, proc.output()
         output = proc.output()
     finally:
@@ -443,11 +432,11 @@ def test_a_blue_restart_gives_the_tasks_being_read_back_without_counting(
     settings = seeded(settings, 30_000, chunk_size=300, heartbeat_timeout_s=60.0)
     proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
     try:
-        wait_until(lambda: states(settings)["COMPLETED"] >= 3, 60, "progress")
+        wait_until(lambda: states(settings)["COMPLETED"] >= 3, "progress", 60)
         assert stack.clusters["blue"].stop(None)
         try:
             assert states(settings)["COMPLETED"] < 100
-            wait_until(lambda: retries(proc.output(), "blue") >= 2, 60, "the workers to retry")
+            wait_until(lambda: retries(proc.output(), "blue") >= 2, "the workers to retry", 60)
         finally:
             stack.up()
         assert proc.wait(180) == 0, proc.output()
@@ -469,13 +458,13 @@ def test_parent_and_workers_ride_through_a_control_restart(settings: BGSettings)
     settings = seeded(settings, 30_000, chunk_size=300, heartbeat_timeout_s=60.0)
     proc = spawn(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
     try:
-        wait_until(lambda: states(settings)["COMPLETED"] >= 3, 60, "progress")
+        wait_until(lambda: states(settings)["COMPLETED"] >= 3, "progress", 60)
         assert stack.clusters["control"].stop(None)
         try:
             wait_until(
                 lambda: retries(proc.output(), "control") >= 6,
-                60,
                 "the parent and the workers to retry",
+                60,
             )
             assert proc.poll() is None, proc.output()
         finally:

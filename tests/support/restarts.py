@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -17,20 +16,13 @@ from bluegreen.errors import StackError
 from bluegreen.stack import processes
 from bluegreen.stack.local import LocalStack
 from tests.conftest import TEST_STACK
+from tests.support.waiting import wait_until
 
 
 def local_stack() -> LocalStack:
     if os.environ.get("BLUEGREEN_TEST_STACK") == "external":
         pytest.skip("restarts need the native test stack")
     return LocalStack(TEST_STACK)
-
-
-def _wait(condition: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.1)
 
 
 def restart_blue(stack: LocalStack) -> None:
@@ -75,7 +67,7 @@ def kill_cluster(stack: LocalStack, name: str) -> None:
     pid = cluster.pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    _wait(lambda: not processes.pid_alive(pid), f"{name}'s postmaster did not die", 30)
+    wait_until(lambda: not processes.pid_alive(pid), f"{name}'s postmaster to die", 30)
     deadline = time.monotonic() + 90
     while True:
         # Orphaned backends notice the postmaster's death and exit; until the last one
