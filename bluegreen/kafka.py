@@ -48,6 +48,10 @@ def consumer_config(
         **_RECONNECT,  # before the settings: BLUEGREEN_KAFKA__EXTRA may change it
         **settings.client_config(),
         "group.id": group_id,
+        # A consumer killed with kill -9 holds its partitions until its session expires:
+        # 10 s, not librdkafka's 45 s, bounds how long they wait for another member
+        # (heartbeats run in librdkafka's own thread, so a long batch does not count).
+        "session.timeout.ms": 10_000,
         "enable.auto.commit": "false",
         "enable.auto.offset.store": "false",
         "auto.offset.reset": "earliest",

@@ -157,3 +157,31 @@ def test_a_row_moved_to_another_sku_is_deleted_on_the_old_skus_partition(
             (new_sku.encode(), partition_of[new_sku.encode()], "c"),
         ]
     )
+
+
+def test_a_killed_consumers_partitions_go_to_the_survivor_within_seconds(
+    settings: Settings,
+) -> None:
+    settings = prepared(settings, 600)
+    snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
+    survivor = spawn(settings, "consume", "--metrics-port", "-1")
+    victim = None
+    try:
+        wait_until(lambda: "partitions assigned" in survivor.output(), "the first assignment", 60)
+        victim = spawn(settings, "consume", "--metrics-port", "-1")
+        wait_until(lambda: "partitions assigned" in victim.output(), "the rebalance", 60)
+        wait_until(lambda: "partitions revoked" in survivor.output(), "the survivor's revoke", 60)
+        assigned = survivor.output().count("partitions assigned")
+        victim.signal(signal.SIGKILL)
+        # The session expires after session.timeout.ms (10 s), not librdkafka's 45 s.
+        wait_until(
+            lambda: survivor.output().count("partitions assigned") > assigned,
+            "the survivor to take the killed consumer's partitions",
+            30,
+        )
+        wait_drained(settings)
+    finally:
+        survivor.close()
+        if victim is not None:
+            victim.close()
+    assert_exact(settings)
