@@ -541,10 +541,6 @@ class ConsumerService:
             if high >= 0:
                 self.metrics.consumer_lag.labels(str(partition)).set(max(0, high - committed))
 
-    @property
-    def stats(self) -> dict[str, Any]:
-        return {"applied": self.applied, "paused": bool(self._unclaimed), "rewinds": self.rewinds}
-
 
 class _Refused(Exception):  # noqa: N818 - internal signal, never leaves this module
     """Green refused a batch on its data (not a transient failure)."""
