@@ -498,6 +498,9 @@ class ConsumerService:
             self._floors[tp.partition] = position.floor
             self._committed[tp.partition] = position.next_offset
         consumer.incremental_assign(partitions)
+        # librdkafka keeps a partition's pause across assignments: one paused here during
+        # a rewind, revoked, and assigned back later would never be fetched again.
+        consumer.resume(partitions)
         self.log.info("partitions assigned", partitions=numbers)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
