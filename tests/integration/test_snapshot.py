@@ -116,18 +116,20 @@ def test_planning_twice_does_not_duplicate_tasks(settings: BGSettings) -> None:
 
 
 def test_two_workers_share_the_work_and_no_task_runs_twice(settings: BGSettings) -> None:
-    settings = seeded(settings, 8_000, chunk_size=250)
+    # Enough work (80 tasks) that a worker starting a few seconds after the other still
+    # finds tasks to claim on a loaded machine.
+    settings = seeded(settings, 40_000, chunk_size=500)
     done = bluegreen(settings, "snapshot", "--workers", "2", "--metrics-port", "-1")
     assert done.returncode == 0, done.stdout + done.stderr
     rows = task_table(settings)
-    assert len(rows) == 32
+    assert len(rows) == 80
     assert {r["state"] for r in rows} == {"COMPLETED"}
     assert all(r["attempts"] == 1 for r in rows)  # nobody ran a task a second time
     workers = Counter(r["worker_id"] for r in rows)
     assert len(workers) == 2 and min(workers.values()) >= 4
     records = read_all(settings.kafka, settings.kafka.topic)
-    assert len(records) == 8_000  # every row once: no task produced twice
-    assert len({r.value for r in records}) == 8_000
+    assert len(records) == 40_000  # every row once: no task produced twice
+    assert len({r.value for r in records}) == 40_000
 
 
 def test_kill_minus_nine_mid_task_then_restart_completes_the_rest(settings: BGSettings) -> None:
