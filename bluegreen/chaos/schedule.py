@@ -85,7 +85,7 @@ def parse_kinds(text: str) -> tuple[Kind, ...]:
 def plan(
     seed: int, kinds: Sequence[Kind] = ALL_KINDS, *, rotation: int = 2, extras_max: int = 2
 ) -> list[Fault]:
-    """The faults of the run with this seed, snapshot phase first, each phase in firing order."""
+    """The faults of the run with this seed, in firing order (see `_firing_order`)."""
     if not kinds:
         return []
     ordered = [k for k in ALL_KINDS if k in kinds]
@@ -124,4 +124,13 @@ def plan(
         )
         for kind, phase in zip(chosen, phases, strict=True)
     ]
-    return sorted(faults, key=lambda f: (f.phase != Phase.SNAPSHOT, f.at))
+    return sorted(faults, key=_firing_order)
+
+
+def _firing_order(fault: Fault) -> tuple[bool, int, float]:
+    """Snapshot phase first; in it, a worker kill, then a parent kill, then the rest: each
+    fault waits out the one before it (down time, restart), and only these two need the
+    snapshot still running. Then each phase in the order of `at`."""
+    first = (Kind.SNAPSHOT_WORKER, Kind.SNAPSHOT)
+    rank = first.index(fault.kind) if fault.kind in first else len(first)
+    return (fault.phase != Phase.SNAPSHOT, rank, fault.at)
