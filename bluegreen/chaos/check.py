@@ -163,8 +163,39 @@ class PartitionOffsets:
         return self.high_watermark == self.committed == self.green_next_offset
 
 
-def offsets(settings: Settings) -> list[PartitionOffsets]:
+def offsets(
+    settings: Settings, *, attempts: int = 10, pause_s: float = 0.3
+) -> list[PartitionOffsets]:
+    """Per partition: high watermark, the group's committed offset, green's next offset.
+
+    `bluegreen cdc` broadcasts a heartbeat to every partition every few seconds, so one
+    reading can catch the consumer between green's commit and Kafka's. Read until one
+    observation is drained (at most `attempts`); a partition reported behind was behind
+    in every one of them.
+    """
+    found: list[PartitionOffsets] = []
+    consumer = make_consumer(settings.kafka, settings.consumer.group_id)
+    try:
+        for attempt in range(attempts):
+            if attempt:
+                time.sleep(pause_s)
+            found = _observe_offsets(settings, consumer)
+            if all(p.drained for p in found):
+                break
+    finally:
+        consumer.close()
+    return found
+
+
+def _observe_offsets(settings: Settings, consumer: Any) -> list[PartitionOffsets]:
     kafka = settings.kafka
+    partitions = [TopicPartition(kafka.topic, p) for p in range(kafka.partitions)]
+    # In the order the pipeline moves them: the topic's end, then green, then Kafka's
+    # commit (made after green's), so a reading never shows green ahead of a commit.
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)[1]
+        for p in range(kafka.partitions)
+    }
     stored: dict[int, int] = {}
     with (
         db.connect(settings.green_dsn, autocommit=True) as conn,
@@ -176,19 +207,11 @@ def offsets(settings: Settings) -> list[PartitionOffsets]:
                 (kafka.topic,),
             ).fetchall()
         )
-    consumer = make_consumer(kafka, settings.consumer.group_id)
-    try:
-        partitions = [TopicPartition(kafka.topic, p) for p in range(kafka.partitions)]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
-        found = []
-        for p in range(kafka.partitions):
-            _low, high = consumer.get_watermark_offsets(TopicPartition(kafka.topic, p), timeout=10)
-            found.append(
-                PartitionOffsets(p, high, max(0, committed.get(p, 0)), int(stored.get(p, 0)))
-            )
-        return found
-    finally:
-        consumer.close()
+    committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+    return [
+        PartitionOffsets(p, ends[p], max(0, committed.get(p, 0)), int(stored.get(p, 0)))
+        for p in range(kafka.partitions)
+    ]
 
 
 def dead_letters(settings: Settings) -> int:

@@ -102,6 +102,7 @@ class Injector:
         return record
 
     def _killed(self, record: Injected) -> None:
+        record.fired_at_s = round(self._clock(), 2)  # the kill itself (a worker is awaited)
         seen = f" ({record.observed})" if record.observed else ""
         self._notify(f"  kill -9 {record.target} at t={self._clock():.1f}s{seen}")
 

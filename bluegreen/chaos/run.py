@@ -51,6 +51,10 @@ Echo = Callable[[str], None]
 _TICK_S = 0.05
 _SERVICES = ["cdc", "consume-0", "consume-1"]
 _TASKS_PER_SNAPSHOT = 24  # small tasks: a snapshot fault lands between many claims
+# For placing snapshot faults: a snapshot's workers spawn, take their snapshot (waiting
+# for blue's open transactions) and produce P rows in about P / 12,000 s on 2 cores.
+_SNAPSHOT_ROWS_PER_S = 12_000
+_MIN_SNAPSHOT_S = 1.5
 _LOG_TAIL_LINES = 300
 
 
@@ -261,6 +265,7 @@ class _Run:
         self._t0: float | None = None
         self._control: psycopg.Connection | None = None
         self._done = False
+        self._workers_seen: float | None = None  # when the first snapshot worker appeared
         self.services = ServiceSet(
             settings,
             folder / "logs",
@@ -374,7 +379,25 @@ class _Run:
         self.quiet()
 
     def _reached(self, share: float) -> Callable[[], bool]:
-        return lambda: self.snapshot_done() or self.snapshot_share() >= share
+        """A snapshot fault's moment: `share` of the snapshot's expected length after its
+        first worker appeared, or `share` of its tasks COMPLETED, whichever comes first.
+
+        Tasks complete in bursts (a worker confirms several at once when the broker acks
+        them), and an undisturbed snapshot of 60,000 rows produces in 2-4 s: waiting on
+        the share alone would often fire after the snapshot ended."""
+        expected_s = max(_MIN_SNAPSHOT_S, self.options.products / _SNAPSHOT_ROWS_PER_S)
+
+        def reached() -> bool:
+            if self.snapshot_done() or self.snapshot_share() >= share:
+                return True
+            if self._workers_seen is None and self.services.snapshot_workers():
+                self._workers_seen = time.monotonic()
+            return (
+                self._workers_seen is not None
+                and time.monotonic() - self._workers_seen >= share * expected_s
+            )
+
+        return reached
 
     def _slot_active(self) -> bool:
         with db.connect(self.settings.blue_dsn, autocommit=True) as conn:

@@ -4,11 +4,14 @@ Coverage is guaranteed, not hoped for: a run with seed `s` always kills the faul
 at positions `k*s .. k*s+k-1` of a fixed rotation (k = `rotation`, 2 by default), so
 any N consecutive seeds inject every kind at least ``floor(k*N / kinds)`` times — 20
 runs with the 7 kinds give each one 5 or 6 kills. Random extras come on top. Every run
-has at least one fault in the snapshot phase and one in the CDC phase.
+has at least one fault in the snapshot phase (at most two, unless the rotation itself
+draws more) and one in the CDC phase.
 
-A snapshot-phase fault fires when a share of the snapshot tasks is COMPLETED (so it
-lands inside the snapshot whatever its speed); a CDC-phase fault fires at a share of
-the CDC window (from the snapshot's end to the end of the writes).
+A snapshot-phase fault fires at its share of the snapshot: that share of the snapshot's
+expected length after its first worker appeared, or once that share of its tasks is
+COMPLETED, whichever comes first (so it lands inside the snapshot whatever its speed).
+A CDC-phase fault fires at its share of the CDC window (from the snapshot's end to the
+end of the writes).
 """
 
 from __future__ import annotations
@@ -42,19 +45,21 @@ SNAPSHOT_ONLY = frozenset({Kind.SNAPSHOT_WORKER, Kind.SNAPSHOT})
 SNAPSHOT_AT = (0.0, 0.7)
 CDC_AT = (0.05, 0.85)
 DOWN_S = (0.5, 4.0)
+# An undisturbed snapshot of 60,000 rows lasts seconds: more faults than this in it would
+# find it over (extras go to the CDC phase instead).
+MAX_SNAPSHOT_FAULTS = 2
 
 
 @dataclass(frozen=True)
 class Fault:
     kind: Kind
     phase: Phase
-    at: float  # snapshot: share of tasks completed; cdc: share of the CDC window elapsed
+    at: float  # the share of its phase (the snapshot, or the CDC window) when it fires
     down_s: float  # how long the component stays down before it is restarted
     target: int  # which consumer (0 or 1) or which live worker (index)
 
     def describe(self) -> str:
-        where = f"{self.at:.0%} of tasks done" if self.phase == Phase.SNAPSHOT else f"{self.at:.0%}"
-        return f"{self.kind} in {self.phase} at {where}, down {self.down_s:.1f}s"
+        return f"{self.kind} in {self.phase} at {self.at:.0%}, down {self.down_s:.1f}s"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,18 +85,29 @@ def parse_kinds(text: str) -> tuple[Kind, ...]:
 def plan(
     seed: int, kinds: Sequence[Kind] = ALL_KINDS, *, rotation: int = 2, extras_max: int = 2
 ) -> list[Fault]:
-    """The faults of the run with this seed, snapshot phase first, each phase in firing order."""
+    """The faults of the run with this seed, in firing order (see `_firing_order`)."""
     if not kinds:
         return []
     ordered = [k for k in ALL_KINDS if k in kinds]
+    anywhere = [k for k in ordered if k not in SNAPSHOT_ONLY]
     rng = random.Random(f"bluegreen-chaos-{seed}")  # noqa: S311 - a test schedule
     chosen = [ordered[(rotation * seed + j) % len(ordered)] for j in range(rotation)]
-    chosen += [rng.choice(ordered) for _ in range(rng.randint(0, extras_max))]
-    phases = [
-        Phase.SNAPSHOT if k in SNAPSHOT_ONLY else rng.choice((Phase.SNAPSHOT, Phase.CDC))
-        for k in chosen
-    ]
-    anywhere = [k for k in ordered if k not in SNAPSHOT_ONLY]
+    in_snapshot = sum(k in SNAPSHOT_ONLY for k in chosen)
+    for _ in range(rng.randint(0, extras_max)):
+        extra = rng.choice(ordered)
+        if extra in SNAPSHOT_ONLY and in_snapshot >= MAX_SNAPSHOT_FAULTS and anywhere:
+            extra = rng.choice(anywhere)
+        in_snapshot += extra in SNAPSHOT_ONLY
+        chosen.append(extra)
+    phases = []
+    for kind in chosen:
+        phase = Phase.SNAPSHOT if kind in SNAPSHOT_ONLY else rng.choice(tuple(Phase))
+        if phase == Phase.SNAPSHOT and kind not in SNAPSHOT_ONLY:
+            if in_snapshot >= MAX_SNAPSHOT_FAULTS:
+                phase = Phase.CDC  # the snapshot is short: room for two faults
+            else:
+                in_snapshot += 1
+        phases.append(phase)
     if Phase.CDC not in phases and anywhere:
         chosen.append(rng.choice(anywhere))
         phases.append(Phase.CDC)
@@ -108,4 +124,13 @@ def plan(
         )
         for kind, phase in zip(chosen, phases, strict=True)
     ]
-    return sorted(faults, key=lambda f: (f.phase != Phase.SNAPSHOT, f.at))
+    return sorted(faults, key=_firing_order)
+
+
+def _firing_order(fault: Fault) -> tuple[bool, int, float]:
+    """Snapshot phase first; in it, a worker kill, then a parent kill, then the rest: each
+    fault waits out the one before it (down time, restart), and only these two need the
+    snapshot still running. Then each phase in the order of `at`."""
+    first = (Kind.SNAPSHOT_WORKER, Kind.SNAPSHOT)
+    rank = first.index(fault.kind) if fault.kind in first else len(first)
+    return (fault.phase != Phase.SNAPSHOT, rank, fault.at)

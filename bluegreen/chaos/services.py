@@ -145,9 +145,11 @@ class ServiceSet:
         self._pending[name] = time.monotonic()
 
     def restore(self, names: list[str]) -> None:
-        """Make sure these are running (before the quiet phase)."""
+        """Make sure these are running (before the quiet phase); an exit not yet noticed
+        is recorded first."""
+        self.watch()
         for name in names:
-            if name not in self.running and self.pid(name) is None:
+            if name not in self.running:
                 self.start(name)
 
     def stop_all(self, timeout_s: float = 30.0) -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bluegreen.chaos.load import REQUIRED_OPS
-from bluegreen.chaos.run import ChaosOptions, ChaosReport, run_many
-from bluegreen.chaos.schedule import parse_kinds
 from bluegreen.cli.context import cli_context
+
+if TYPE_CHECKING:
+    from bluegreen.chaos.run import ChaosReport
 
 
 def chaos(
@@ -66,6 +66,10 @@ def chaos(
     (`bluegreen stack up`), and is reproducible from its seed as far as timing allows.
     Exit 1 when a run did not converge exactly; its evidence stays in the evidence folder.
     """
+    # Imported here: every service start loads the CLI, and none of them needs the harness.
+    from bluegreen.chaos.run import ChaosOptions, run_many  # noqa: PLC0415
+    from bluegreen.chaos.schedule import parse_kinds  # noqa: PLC0415
+
     settings = cli_context(ctx).settings
     if load not in {"adversarial", "benign"}:
         raise typer.BadParameter("adversarial or benign", param_hint="--load")
@@ -94,6 +98,8 @@ def chaos(
 
 
 def print_report(report: ChaosReport, console: Console) -> None:
+    from bluegreen.chaos.load import REQUIRED_OPS  # noqa: PLC0415 - see chaos()
+
     table = Table(title=f"bluegreen chaos: {report.products:,} blue rows per run")
     for column in (
         "seed",

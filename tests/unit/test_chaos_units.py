@@ -11,7 +11,15 @@ import pytest
 
 from bluegreen.chaos import load
 from bluegreen.chaos.check import compare, expected_state
-from bluegreen.chaos.schedule import ALL_KINDS, SNAPSHOT_ONLY, Kind, Phase, parse_kinds, plan
+from bluegreen.chaos.schedule import (
+    ALL_KINDS,
+    MAX_SNAPSHOT_FAULTS,
+    SNAPSHOT_ONLY,
+    Kind,
+    Phase,
+    parse_kinds,
+    plan,
+)
 from bluegreen.chaos.services import last_words
 from schemas.catalog.blue import COLUMNS
 from schemas.catalog.seed import KINDS, generate
@@ -38,9 +46,14 @@ def test_a_schedule_is_a_function_of_its_seed_and_covers_both_phases(seed: int) 
     assert {f.phase for f in faults} == {Phase.SNAPSHOT, Phase.CDC}
     assert all(f.phase == Phase.SNAPSHOT for f in faults if f.kind in SNAPSHOT_ONLY)
     snapshot = [f for f in faults if f.phase == Phase.SNAPSHOT]
-    assert faults[: len(snapshot)] == snapshot  # snapshot faults first, each phase in order
-    assert [f.at for f in snapshot] == sorted(f.at for f in snapshot)
+    assert faults[: len(snapshot)] == snapshot  # snapshot faults first
+    # In the snapshot, the kills that need it running come first; then in order of `at`.
+    needy = [f for f in snapshot if f.kind in SNAPSHOT_ONLY]
+    assert snapshot[: len(needy)] == needy
+    cdc = faults[len(snapshot) :]
+    assert [f.at for f in cdc] == sorted(f.at for f in cdc)
     assert all(0 <= f.at <= 1 and f.down_s > 0 for f in faults)
+    assert len(snapshot) <= MAX_SNAPSHOT_FAULTS  # a snapshot lasts seconds: room for two
 
 
 def test_fault_kinds_can_be_chosen_or_switched_off() -> None:
