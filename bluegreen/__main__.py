@@ -1,3 +1,3 @@
-from bluegreen.cli import main
+from bluegreen.app.cli import main
 
 main()

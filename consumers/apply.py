@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from pydantic import SecretStr
 
-from bluegreen import db
+from bluegreen.core import db
 from consumers import positions
 from consumers.batch import Batch, PartitionProgress
 from schemas.catalog import green_apply

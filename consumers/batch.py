@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from consumers.steps import Fence
+from schemas.control import Fence
 
 
 @dataclass

@@ -28,11 +28,11 @@ from dataclasses import dataclass, replace
 from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 from pydantic import SecretStr
 
-from bluegreen import db
-from bluegreen.config import ConsumerSettings, KafkaSettings
-from bluegreen.errors import BluegreenError, SerializationError
-from bluegreen.kafka import make_admin, make_consumer, make_producer
-from bluegreen.metrics import Metrics
+from bluegreen.core import db
+from bluegreen.core.config import ConsumerSettings, KafkaSettings
+from bluegreen.core.errors import BluegreenError, SerializationError
+from bluegreen.core.kafka import make_admin, make_consumer, make_producer
+from bluegreen.core.metrics import Metrics
 from schemas.catalog.superseded import VersionedKey, listing_keys, newer_in_green
 from schemas.codec import Codec, default_codec
 from schemas.envelope import version_of

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import psycopg
 from pydantic import SecretStr
 
-from bluegreen import db
+from bluegreen.core import db
 from schemas.envelope import Version
 
 # A claimed partition green has applied nothing of starts at offset 0: the beginning of

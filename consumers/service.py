@@ -39,22 +39,23 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.errors import SerializationError, TransformError
-from bluegreen.kafka import ensure_topic, make_consumer
-from bluegreen.logs import get_logger
-from bluegreen.metrics import Metrics
-from bluegreen.retry import Reconnector, one_line
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import SerializationError, TransformError
+from bluegreen.core.kafka import ensure_topic, make_consumer
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import Metrics
+from bluegreen.core.retry import Reconnector, one_line
 from consumers.apply import TRANSIENT, GreenWriter
 from consumers.batch import Batch, PartitionProgress, Rejected
 from consumers.dlq import DlqLimit, DlqWriteError, DlqWriter
 from consumers.positions import PositionMovedError, PositionReader
-from consumers.steps import Fence, Heartbeat, Truncate, control_of, decode, transform_rows, validate
+from consumers.steps import decode, transform_rows, validate
 from cutover.exporter import MigrationGauges
 from schemas.catalog.ddl import create_green
 from schemas.catalog.validation import InvalidRowError
 from schemas.codec import Codec, default_codec
+from schemas.control import Fence, Heartbeat, Truncate, control_of
 from schemas.envelope import Version, now_ms
 
 _IDLE_POLL_S = 0.05  # an empty batch waits this long for its first messages

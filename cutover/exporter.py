@@ -11,12 +11,12 @@ import time
 import psycopg
 from confluent_kafka import KafkaException
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.logs import get_logger
-from bluegreen.metrics import Metrics
+from bluegreen.control import state
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import Metrics
 from consumers import dlq
-from cutover import state
 
 # The refresh runs in the consumer's loop: it reads and classifies at most this many open
 # dead letters; beyond that they count as open (the cutover gate reads them all).

@@ -13,12 +13,12 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.errors import BluegreenError
-from bluegreen.kafka import make_admin
-from producers.cdc.changes import FENCE_PREFIX
-from producers.lsn import parse_lsn
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.kafka import make_admin
+from schemas.control import FENCE_PREFIX
+from schemas.lsn import parse_lsn
 
 
 @dataclass(frozen=True)

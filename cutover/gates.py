@@ -7,12 +7,12 @@ from typing import Any
 
 import psycopg
 
-from bluegreen import db
-from bluegreen.config import Settings
+from bluegreen.control import state, tasks
+from bluegreen.core import db
+from bluegreen.core.config import Settings
 from consumers import dlq
-from cutover import fence, state
+from cutover import fence
 from cutover.verify import VerifyReport, verify
-from producers.snapshot import tasks
 
 
 @dataclass(frozen=True)

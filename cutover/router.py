@@ -18,8 +18,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
-from bluegreen.logs import get_logger
-from cutover.state import ROUTER_CHANNEL
+from bluegreen.control.state import ROUTER_CHANNEL
+from bluegreen.core.logs import get_logger
 
 
 @dataclass(frozen=True)

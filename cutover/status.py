@@ -13,13 +13,12 @@ from typing import Any
 import psycopg
 from confluent_kafka import KafkaException, TopicPartition
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.kafka import make_admin, make_consumer
+from bluegreen.control import state, tasks
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.kafka import make_admin, make_consumer
 from consumers import dlq
-from cutover import state
 from producers.blue_setup import SlotHealth, slot_health
-from producers.snapshot import tasks
 
 
 @dataclass

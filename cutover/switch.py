@@ -12,11 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.errors import BluegreenError
-from cutover import gates, state
-from cutover.state import Phase, Router
+from bluegreen.control import state
+from bluegreen.control.state import Phase, Router
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
+from cutover import gates
 
 
 class CutoverRefusedError(BluegreenError):

@@ -24,9 +24,9 @@ from typing import Any
 
 import psycopg
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.errors import TransformError
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import TransformError
 from producers.snapshot.reader import BlueSnapshot
 from schemas.catalog import SOURCE
 from schemas.catalog.blue import COLUMNS

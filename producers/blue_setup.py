@@ -16,10 +16,10 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from bluegreen import db
-from bluegreen.config import CdcSettings
-from bluegreen.errors import BluegreenError
-from producers.lsn import parse_lsn
+from bluegreen.core import db
+from bluegreen.core.config import CdcSettings
+from bluegreen.core.errors import BluegreenError
+from schemas.lsn import parse_lsn
 from schemas.source import SourceSpec
 
 CONNECT_TIMEOUT_S = 10

@@ -16,7 +16,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from bluegreen.metrics import Metrics
+from bluegreen.core.metrics import Metrics
 
 _POLL_EVERY = 1_000  # serve delivery reports every N sends, never per message
 _QUEUE_FULL_WAIT_S = 0.05

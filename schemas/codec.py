@@ -21,7 +21,7 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
-from bluegreen.errors import SerializationError
+from bluegreen.core.errors import SerializationError
 from schemas.decoder import compile_reader
 
 MARKER = b"\xc3\x01"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bluegreen.errors import SchemaCompatibilityError
+from bluegreen.core.errors import SchemaCompatibilityError
 from schemas.codec import SchemaVersion
 
 Schema = Any  # the self-contained JSON form: str | list | dict

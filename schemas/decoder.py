@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bluegreen.errors import SerializationError
+from bluegreen.core.errors import SerializationError
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
 

@@ -19,7 +19,7 @@ from typing import Any
 from fastavro import schemaless_writer
 from fastavro.schema import parse_schema
 
-from bluegreen.errors import SerializationError
+from bluegreen.core.errors import SerializationError
 from schemas.codec import Codec, fullname
 from schemas.envelope import CONNECTOR_SNAPSHOT, Op, SourceTable, Version
 from schemas.rowencoder import RowEncoder, write_long

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bluegreen.errors import SerializationError
+from bluegreen.core.errors import SerializationError
 from schemas.rowvalues import Column, Kind, unscaled_bytes
 
 

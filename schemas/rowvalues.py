@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 
-from bluegreen.errors import SerializationError
+from bluegreen.core.errors import SerializationError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluegreen.errors import SerializationError
+from bluegreen.core.errors import SerializationError
 from schemas.envelope import SourceTable
 from schemas.rowvalues import COPY_TYPE, FROM_TEXT, Column, Kind, snapshot_select, unscaled_bytes
 

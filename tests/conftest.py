@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.config import Settings, StackSettings, load_settings
-from bluegreen.scratch import isolated
-from bluegreen.stack.local import LocalStack
+from bluegreen.app.scratch import isolated
+from bluegreen.app.stack.local import LocalStack
+from bluegreen.core.config import Settings, StackSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # BLUEGREEN_TEST_PORT_OFFSET=N moves the test stack N ports up (and into its own state

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bluegreen.errors import BluegreenError
+from bluegreen.core.errors import BluegreenError
 from producers.cdc.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -31,12 +31,9 @@ from producers.cdc.pgoutput import (
     Update,
     Value,
 )
+from schemas.control import MESSAGE_PREFIX
 from schemas.envelope import CONNECTOR_CDC, Op, Version, message_event, now_ms, row_event
 from schemas.source import SourceSpec
-
-MESSAGE_PREFIX = "bluegreen."
-FENCE_PREFIX = "bluegreen.fence"
-HEARTBEAT_PREFIX = "bluegreen.heartbeat"
 
 
 class CaptureError(BluegreenError):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from bluegreen.errors import BluegreenError
+from bluegreen.core.errors import BluegreenError
 
 # pgoutput timestamps count microseconds from 2000-01-01 UTC.
 PG_EPOCH_US = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000

@@ -17,7 +17,7 @@ bounded time for the broker's reports on what it already sent (blue lost only),
 confirms the acknowledged prefix, drops every other transaction, the open one
 and the decoder's relation cache (and replaces a producer that hit a fatal
 idempotence error; messages still queued in a live one are left to it). Then it
-reconnects with capped exponential backoff (`bluegreen.retry.Reconnector`: one
+reconnects with capped exponential backoff (`bluegreen.core.retry.Reconnector`: one
 log line per attempt, `bluegreen_dependency_up{dependency}`) and starts the
 stream again at the slot's confirmed position, so everything dropped is
 replayed. A dependency down for `cdc.reconnect_timeout_s` ends the service with
@@ -39,16 +39,15 @@ from typing import Any, TypeVar
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.errors import BluegreenError
-from bluegreen.kafka import ensure_topic, make_admin, producer_for_topic
-from bluegreen.logs import get_logger
-from bluegreen.metrics import Metrics
-from bluegreen.retry import Reconnector, one_line
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.kafka import ensure_topic, make_admin, producer_for_topic
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import Metrics
+from bluegreen.core.retry import Reconnector, one_line
 from producers.blue_setup import CONNECT_TIMEOUT_S, prepare_blue, slot_health
 from producers.cdc.changes import (
-    HEARTBEAT_PREFIX,
     Broadcast,
     ChangeBuilder,
     KeyedChange,
@@ -58,11 +57,12 @@ from producers.cdc.changes import (
 )
 from producers.cdc.pgoutput import decode
 from producers.cdc.stream import Keepalive, ReplicationLostError, ReplicationStream, XLogData
-from producers.lsn import format_lsn
 from producers.writer import KafkaWriter, Token
 from schemas.codec import Codec, default_codec
+from schemas.control import HEARTBEAT_PREFIX
 from schemas.envelope import CONNECTOR_CDC, now_ms
 from schemas.fastpath import EnvelopeEncoder
+from schemas.lsn import format_lsn
 from schemas.source import SourceSpec
 
 T = TypeVar("T")

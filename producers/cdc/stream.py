@@ -25,9 +25,9 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from bluegreen.errors import BluegreenError
+from bluegreen.core.errors import BluegreenError
 from producers.cdc.pgoutput import PG_EPOCH_US
-from producers.lsn import format_lsn
+from schemas.lsn import format_lsn
 
 _XLOG_HEADER = struct.Struct("!QQq")  # start LSN, end of WAL on the server, send time
 _KEEPALIVE = struct.Struct("!QqB")  # end of WAL, send time, reply requested

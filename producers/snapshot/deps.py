@@ -17,10 +17,10 @@ import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from bluegreen import retry
-from bluegreen.config import KafkaSettings
-from bluegreen.errors import DependencyError
-from bluegreen.retry import Reconnector, one_line
+from bluegreen.core import retry
+from bluegreen.core.config import KafkaSettings
+from bluegreen.core.errors import DependencyError
+from bluegreen.core.retry import Reconnector, one_line
 
 T = TypeVar("T")
 

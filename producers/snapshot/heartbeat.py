@@ -17,12 +17,12 @@ from collections.abc import Callable
 
 import psycopg
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.logs import get_logger
-from bluegreen.retry import one_line
+from bluegreen.control.tasks import TaskQueue
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.logs import get_logger
+from bluegreen.core.retry import one_line
 from producers.snapshot.deps import pg_transient
-from producers.snapshot.tasks import TaskQueue
 
 CONNECT_TIMEOUT_S = 10
 

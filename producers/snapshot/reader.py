@@ -23,9 +23,9 @@ import psycopg
 from psycopg import sql
 from pydantic import SecretStr
 
-from bluegreen.errors import BluegreenError
-from producers.lsn import parse_lsn
+from bluegreen.core.errors import BluegreenError
 from schemas.envelope import Version
+from schemas.lsn import parse_lsn
 from schemas.source import SourceSpec
 
 _SNAPSHOT_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c statement_timeout=0"

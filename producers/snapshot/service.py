@@ -22,16 +22,16 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.kafka import ensure_topic
-from bluegreen.logs import get_logger
-from bluegreen.metrics import Metrics
-from bluegreen.progress import progress
-from bluegreen.retry import Reconnector
-from cutover import state
+from bluegreen.control import state, tasks
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.kafka import ensure_topic
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import Metrics
+from bluegreen.core.progress import progress
+from bluegreen.core.retry import Reconnector
 from producers.blue_setup import prepare_blue
-from producers.snapshot import deps, tasks
+from producers.snapshot import deps
 from producers.snapshot.channel import DependencyBoard
 from producers.snapshot.supervisor import Supervisor
 from schemas.source import SourceSpec

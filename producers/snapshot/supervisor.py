@@ -28,13 +28,13 @@ from multiprocessing.process import BaseProcess
 
 import psycopg
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.logs import get_logger
-from bluegreen.metrics import Metrics
-from bluegreen.progress import Reporter
-from bluegreen.retry import Reconnector
-from producers.snapshot import tasks
+from bluegreen.control import tasks
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import Metrics
+from bluegreen.core.progress import Reporter
+from bluegreen.core.retry import Reconnector
 from producers.snapshot.channel import DEPENDENCY, GAVE_UP, DependencyBoard
 from producers.snapshot.deps import Dependency, permanent, pg_transient
 from producers.snapshot.heartbeat import CONNECT_TIMEOUT_S

@@ -35,12 +35,13 @@ from typing import Any, cast
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.errors import BluegreenError
-from bluegreen.kafka import producer_for_topic
-from bluegreen.logs import get_logger
-from bluegreen.retry import Reconnector, one_line
+from bluegreen.control.tasks import State, Task, TaskQueue
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.kafka import producer_for_topic
+from bluegreen.core.logs import get_logger
+from bluegreen.core.retry import Reconnector, one_line
 from producers.blue_setup import slot_exists
 from producers.snapshot.deps import (
     UNAVAILABLE_KAFKA,
@@ -52,7 +53,6 @@ from producers.snapshot.deps import (
 )
 from producers.snapshot.heartbeat import CONNECT_TIMEOUT_S, Heartbeat
 from producers.snapshot.reader import BlueSnapshot
-from producers.snapshot.tasks import State, Task, TaskQueue
 from producers.writer import KafkaWriter, Token
 from schemas.codec import Codec, default_codec
 from schemas.envelope import SourceTable, absent_event, now_ms

@@ -7,10 +7,10 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 
-from bluegreen import logs
-from bluegreen.config import Settings
-from bluegreen.errors import BluegreenError
-from bluegreen.retry import one_line
+from bluegreen.core import logs
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.retry import one_line
 from producers.snapshot.channel import ParentChannel
 from producers.snapshot.worker import SnapshotWorker, worker_id_for
 from schemas.source import SourceSpec

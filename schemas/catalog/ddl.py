@@ -9,7 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from bluegreen.db import sqlalchemy_url
+from bluegreen.core.db import sqlalchemy_url
 from schemas.catalog.blue import BlueBase
 from schemas.catalog.green import SCHEMAS, GreenBase
 

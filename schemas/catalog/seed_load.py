@@ -10,9 +10,9 @@ from sqlalchemy import Table, UniqueConstraint
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
-from bluegreen import db
-from bluegreen.errors import BluegreenError
-from bluegreen.progress import SILENT, Reporter
+from bluegreen.core import db
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.progress import SILENT, Reporter
 from schemas.catalog.blue import COLUMNS, SCHEMA, TABLE, LegacyProduct
 from schemas.catalog.ddl import create_blue
 from schemas.catalog.seed import generate

@@ -30,7 +30,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from bluegreen.errors import TransformError
+from bluegreen.core.errors import TransformError
 from schemas.envelope import Op, Version
 
 CHANNEL_CURRENCY = {"US": "USD", "GB": "GBP", "EU": "EUR"}

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, ConfigDict, Field, StringConstraints, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from bluegreen.errors import BluegreenError
+from bluegreen.core.errors import BluegreenError
 from schemas.catalog.green_apply import STAGE_COLUMNS
 
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=32)]

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from psycopg.types.json import Jsonb
 
-from bluegreen import db
-from bluegreen.chaos import check
-from bluegreen.chaos.load import REQUIRED_OPS
-from bluegreen.chaos.run import ChaosOptions, run_many, summary_line
-from bluegreen.chaos.schedule import ALL_KINDS
-from bluegreen.config import Settings
+from bluegreen.app.chaos import check
+from bluegreen.app.chaos.load import REQUIRED_OPS
+from bluegreen.app.chaos.run import ChaosOptions, run_many, summary_line
+from bluegreen.app.chaos.schedule import ALL_KINDS
+from bluegreen.core import db
+from bluegreen.core.config import Settings
 from schemas.catalog.ddl import create_green
 from schemas.catalog.seed_load import load_seed
 

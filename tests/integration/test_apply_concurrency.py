@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from bluegreen import db
-from bluegreen.config import Settings
+from bluegreen.core import db
+from bluegreen.core.config import Settings
 from consumers import positions
 from consumers.apply import GreenWriter
 from consumers.batch import Batch

@@ -1,8 +1,8 @@
 import pytest
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.errors import BluegreenError
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
 from schemas.catalog.ddl import create_blue, create_green
 from schemas.catalog.seed_load import load_seed
 

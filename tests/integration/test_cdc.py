@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.kafka import topic_ends
-from bluegreen.stack.processes import peak_rss_mb
+from bluegreen.app.stack.processes import peak_rss_mb
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.kafka import topic_ends
 from producers.blue_setup import prepare_blue
 from producers.cdc.service import CdcService
 from producers.cdc.stream import ReplicationError, ReplicationLostError, ReplicationStream

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from bluegreen import db
-from bluegreen.config import ConsumerSettings, Settings, SnapshotSettings
-from bluegreen.kafka import ensure_topic, make_producer
-from bluegreen.metrics import Metrics
+from bluegreen.core import db
+from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
+from bluegreen.core.kafka import ensure_topic, make_producer
+from bluegreen.core.metrics import Metrics
 from consumers import dlq
 from consumers.dlq import DlqLimitExceededError
 from consumers.service import ConsumerService

@@ -13,10 +13,10 @@ import signal
 import pytest
 from pydantic import SecretStr
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.kafka import topic_ends
-from bluegreen.metrics import Metrics
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.kafka import topic_ends
+from bluegreen.core.metrics import Metrics
 from consumers.service import ConsumerService
 from producers.snapshot import service as snapshot
 from schemas.catalog import SOURCE

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from bluegreen import db
-from bluegreen.config import ConsumerSettings, Settings, SnapshotSettings
-from bluegreen.demo.load import ReadLoad, WriteLoad
-from bluegreen.kafka import ensure_topic, make_producer
-from bluegreen.metrics import Metrics
-from cutover import fence, state, switch
+from bluegreen.app.demo.load import ReadLoad, WriteLoad
+from bluegreen.control import state, tasks
+from bluegreen.core import db
+from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
+from bluegreen.core.kafka import ensure_topic, make_producer
+from bluegreen.core.metrics import Metrics
+from cutover import fence, switch
 from cutover.exporter import MigrationGauges
 from cutover.verify import verify
 from producers.snapshot import service as snapshot
-from producers.snapshot import tasks
 from schemas.catalog import SOURCE
 from schemas.catalog.seed_load import load_seed
 from tests.support.cdc import running_cdc, wait_confirmed

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from bluegreen import db
-from bluegreen.config import Settings
+from bluegreen.core import db
+from bluegreen.core.config import Settings
 from consumers.dlq import DeadLetter, classify
 from schemas.catalog.ddl import create_green
 from schemas.codec import default_codec

@@ -13,7 +13,7 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from bluegreen.config import ConsumerSettings, Settings
+from bluegreen.core.config import ConsumerSettings, Settings
 from tests.support.cli import bluegreen
 
 pytestmark = pytest.mark.integration

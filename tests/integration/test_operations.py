@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bluegreen.config import ConsumerSettings, Settings, SnapshotSettings
-from bluegreen.metrics import Metrics, serve
+from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
+from bluegreen.core.metrics import Metrics, serve
 from consumers.service import ConsumerService
 from producers.snapshot import service as snapshot
 from schemas.catalog import SOURCE

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from bluegreen.config import Settings
-from bluegreen.metrics import Metrics
+from bluegreen.core.config import Settings
+from bluegreen.core.metrics import Metrics
 from producers.snapshot import service as snapshot
 from schemas.catalog import SOURCE
 from tests.integration.test_consumer import assert_exact, prepared

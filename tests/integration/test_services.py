@@ -8,9 +8,9 @@ import psycopg
 import pytest
 from confluent_kafka import TopicPartition
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.kafka import ensure_topic, make_consumer, make_producer
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.kafka import ensure_topic, make_consumer, make_producer
 
 pytestmark = pytest.mark.integration
 

@@ -17,14 +17,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from bluegreen import db
-from bluegreen.config import Settings as BGSettings
-from bluegreen.config import SnapshotSettings
-from bluegreen.errors import BluegreenError, DependencyError
-from bluegreen.kafka import ensure_topic
-from bluegreen.metrics import Metrics
-from bluegreen.stack.local import LocalStack
-from producers.snapshot import service, tasks
+from bluegreen.app.stack.local import LocalStack
+from bluegreen.control import tasks
+from bluegreen.core import db
+from bluegreen.core.config import Settings as BGSettings
+from bluegreen.core.config import SnapshotSettings
+from bluegreen.core.errors import BluegreenError, DependencyError
+from bluegreen.core.kafka import ensure_topic
+from bluegreen.core.metrics import Metrics
+from producers.snapshot import service
 from producers.snapshot.worker import SnapshotWorker
 from schemas.catalog import SOURCE
 from schemas.catalog.blue import COLUMNS

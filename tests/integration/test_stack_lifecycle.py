@@ -15,10 +15,10 @@ import psycopg
 import pytest
 from confluent_kafka import TopicPartition
 
-from bluegreen.config import KafkaSettings, StackSettings
-from bluegreen.errors import StackError
-from bluegreen.kafka import ensure_topic, make_consumer, make_producer
-from bluegreen.stack.local import LocalStack
+from bluegreen.app.stack.local import LocalStack
+from bluegreen.core.config import KafkaSettings, StackSettings
+from bluegreen.core.errors import StackError
+from bluegreen.core.kafka import ensure_topic, make_consumer, make_producer
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

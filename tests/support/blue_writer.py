@@ -8,8 +8,8 @@ import time
 
 import psycopg
 
-from bluegreen import db
-from bluegreen.config import Settings
+from bluegreen.core import db
+from bluegreen.core.config import Settings
 
 CURRENCY = {"US": "USD", "GB": "GBP", "EU": "EUR"}
 

@@ -6,13 +6,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.metrics import Metrics
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.metrics import Metrics
 from producers.blue_setup import slot_health
 from producers.cdc.service import CdcService
-from producers.lsn import parse_lsn
 from schemas.catalog import SOURCE
+from schemas.lsn import parse_lsn
 from tests.support.service_thread import ServiceThread
 
 

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bluegreen.config import Settings, as_environment
+from bluegreen.core.config import Settings, as_environment
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -8,10 +8,10 @@ from contextlib import contextmanager
 
 from confluent_kafka import TopicPartition
 
-from bluegreen import db
-from bluegreen.config import Settings
-from bluegreen.kafka import make_consumer, topic_ends
-from bluegreen.metrics import Metrics
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.kafka import make_consumer, topic_ends
+from bluegreen.core.metrics import Metrics
 from consumers.service import ConsumerService
 from tests.support.service_thread import ServiceThread
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import TopicPartition
 
-from bluegreen.config import KafkaSettings
-from bluegreen.kafka import make_admin, make_consumer
+from bluegreen.core.config import KafkaSettings
+from bluegreen.core.kafka import make_admin, make_consumer
 
 
 @dataclass(frozen=True)

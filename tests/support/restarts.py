@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from bluegreen.errors import StackError
-from bluegreen.stack import processes
-from bluegreen.stack.local import LocalStack
+from bluegreen.app.stack import processes
+from bluegreen.app.stack.local import LocalStack
+from bluegreen.core.errors import StackError
 from tests.conftest import TEST_STACK
 from tests.support.waiting import wait_until
 

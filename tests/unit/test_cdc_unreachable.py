@@ -11,9 +11,9 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from bluegreen.config import CdcSettings, Settings, as_environment
-from bluegreen.errors import DependencyError
-from bluegreen.metrics import Metrics
+from bluegreen.core.config import CdcSettings, Settings, as_environment
+from bluegreen.core.errors import DependencyError
+from bluegreen.core.metrics import Metrics
 from producers.cdc.service import CdcService
 from schemas.catalog import SOURCE
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bluegreen.chaos import load
-from bluegreen.chaos.check import compare, expected_state
-from bluegreen.chaos.schedule import (
+from bluegreen.app.chaos import load
+from bluegreen.app.chaos.check import compare, expected_state
+from bluegreen.app.chaos.schedule import (
     ALL_KINDS,
     MAX_SNAPSHOT_FAULTS,
     SNAPSHOT_ONLY,
@@ -20,7 +20,7 @@ from bluegreen.chaos.schedule import (
     parse_kinds,
     plan,
 )
-from bluegreen.chaos.services import last_words
+from bluegreen.app.chaos.services import last_words
 from schemas.catalog.blue import COLUMNS
 from schemas.catalog.seed import KINDS, generate
 from schemas.catalog.transform import CHANNEL_CURRENCY, GreenState, listing_upsert

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
-from bluegreen.errors import SerializationError
+from bluegreen.core.errors import SerializationError
 from schemas.codec import (
     ENVELOPE_FILE,
     MARKER,

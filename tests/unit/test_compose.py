@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
-from bluegreen.config import Settings, StackSettings
-from bluegreen.stack.postgres import BLUE_SETTINGS
+from bluegreen.app.stack.postgres import BLUE_SETTINGS
+from bluegreen.core.config import Settings, StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.config import KafkaSettings, load_settings
-from bluegreen.errors import ConfigError
+from bluegreen.core.config import KafkaSettings, load_settings
+from bluegreen.core.errors import ConfigError
 
 
 def test_defaults_point_at_the_local_stack() -> None:

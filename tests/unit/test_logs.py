@@ -1,8 +1,8 @@
 import io
 import json
 
-from bluegreen import logs
-from bluegreen.config import LogSettings
+from bluegreen.core import logs
+from bluegreen.core.config import LogSettings
 
 
 def test_redact_masks_url_and_keyword_passwords() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from bluegreen.metrics import Metrics
+from bluegreen.core.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"

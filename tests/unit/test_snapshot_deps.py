@@ -9,9 +9,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
-from bluegreen.errors import DependencyError
-from bluegreen.metrics import Metrics
-from bluegreen.retry import Reconnector
+from bluegreen.core.errors import DependencyError
+from bluegreen.core.metrics import Metrics
+from bluegreen.core.retry import Reconnector
 from producers.snapshot.channel import DependencyBoard, ParentChannel
 from producers.snapshot.deps import Dependency, kafka_transient, pg_transient
 

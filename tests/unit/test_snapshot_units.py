@@ -7,14 +7,14 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.schema import parse_schema
 
-from bluegreen.errors import SerializationError
-from producers.lsn import format_lsn, parse_lsn
-from producers.snapshot.planner import MIN_KEY, ranges
+from bluegreen.control.planner import MIN_KEY, ranges
+from bluegreen.core.errors import SerializationError
 from schemas.catalog import SOURCE
 from schemas.catalog.seed import generate
 from schemas.codec import default_codec
 from schemas.envelope import CONNECTOR_SNAPSHOT, Op, SourceTable, Version, row_event
 from schemas.fastpath import EnvelopeEncoder
+from schemas.lsn import format_lsn, parse_lsn
 from schemas.rowencoder import RowEncoder
 from schemas.rowvalues import timestamp_micros, unscaled_bytes
 

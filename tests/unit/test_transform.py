@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 
-from bluegreen.errors import TransformError
+from bluegreen.core.errors import TransformError
 from schemas.catalog.transform import (
     ListingDelete,
     ListingUpsert,

@@ -1,0 +1,169 @@
+"""`bluegreen verify|cutover|rollback|complete`: the release window."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bluegreen.app.cli.context import cli_context
+from bluegreen.control import state, tasks
+from bluegreen.core import db, kafka
+from bluegreen.core.metrics import Metrics
+from cutover import fence, gates, switch
+from cutover.verify import VerifyReport, verify
+from producers.blue_setup import drop_capture
+from producers.snapshot import service as snapshot
+from schemas.catalog import SOURCE
+
+Timeout = Annotated[
+    float,
+    typer.Option("--timeout", min=1, help="Seconds to wait for the fence on every partition."),
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")]
+
+
+def _print_verify(report: VerifyReport, console: Console) -> None:
+    verdict = "[bold green]clean[/]" if report.clean else "[bold red]NOT clean[/]"
+    console.print(
+        f"verification {verdict}: {report.skus:,} SKUs, {report.products:,} products, "
+        f"{report.listings:,} listings in {report.ranges} ranges ({report.ranges_differing} "
+        f"differing), snapshot LSN {report.snapshot_lsn}, {report.seconds:.1f}s, "
+        f"{report.rounds} round(s)"
+    )
+    if report.differences:
+        table = Table(title=f"{len(report.differences)} differences")
+        for column in ("sku", "kind", "table", "channel", "fields", "detail"):
+            table.add_column(column, overflow="fold")
+        for d in report.differences[:100]:
+            table.add_row(d.sku, d.kind, d.table, d.channel or "", ", ".join(d.fields), d.detail)
+        console.print(table)
+    if report.unsettled:
+        console.print(f"still changing on every snapshot tried: {', '.join(report.unsettled[:50])}")
+
+
+def verify_cmd(
+    ctx: typer.Context,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Re-snapshot exactly the differing keys, then verify.")
+    ] = False,
+    no_fence: Annotated[
+        bool,
+        typer.Option(
+            "--no-fence", help="Blue is quiet and green caught up: do not wait for a fence."
+        ),
+    ] = False,
+    timeout: Timeout = 120.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare transform(blue) with green, every key; list exactly the keys that differ.
+
+    With CDC and the consumer running (the default), a fence proves green holds every
+    blue change up to the snapshot compared. Exit 1 when differences remain.
+    """
+    settings = cli_context(ctx).settings
+    console = Console(width=160)
+    wait = None if no_fence else fence.waiter(settings, timeout)
+    report = verify(settings, wait_for=wait)
+    gates.record(settings, report)
+    if repair and not report.clean:
+        keys = report.keys()
+        if not as_json:
+            _print_verify(report, console)
+            console.print(f"repairing: re-snapshot of {len(keys)} keys through the pipeline")
+        with db.connect(settings.control_dsn) as conn:
+            tasks.ensure_schema(conn)
+            tasks.add_key_task(conn, SOURCE.qualified, keys)
+        snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
+        report = verify(settings, wait_for=fence.waiter(settings, timeout))
+        gates.record(settings, report)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        _print_verify(report, console)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def cutover_cmd(
+    ctx: typer.Context,
+    timeout: Timeout = 120.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report every gate; switch nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Switch even if a gate fails (needs --reason).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Switch reads to green once every gate passes: snapshot complete, no open dead
+    letters, lag zero end to end (a fence applied on every partition), verification clean.
+
+    Exit 2 when a gate refuses (each failing gate is named with its figure).
+    """
+    settings = cli_context(ctx).settings
+    try:
+        report = switch.cutover(
+            settings, timeout_s=timeout, dry_run=dry_run, force=force, reason=reason
+        )
+    except switch.CutoverRefusedError as exc:
+        typer.echo(f"bluegreen: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        table = Table(title="cutover gates")
+        for column in ("gate", "result", "figure"):
+            table.add_column(column, overflow="fold")
+        for gate in report.gates:
+            table.add_row(gate.name, "[green]pass[/]" if gate.ok else "[red]FAIL[/]", gate.figure)
+        console = Console(width=160)
+        console.print(table)
+        if report.switched:
+            forced = " (FORCED)" if report.forced else ""
+            console.print(
+                f"reads now served by [bold green]green[/]{forced}, router epoch "
+                f"{report.router.epoch if report.router else '?'}; flip {report.switch_ms:.1f} ms"
+            )
+        else:
+            console.print("dry run: nothing switched")
+    if dry_run and not report.passed:
+        raise typer.Exit(2)
+
+
+def rollback_cmd(
+    ctx: typer.Context,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+) -> None:
+    """Switch reads back to blue: one audited transaction, every client follows at once."""
+    settings = cli_context(ctx).settings
+    router, millis = switch.rollback(settings, reason=reason)
+    typer.echo(f"reads now served by blue, router epoch {router.epoch}; flip {millis:.1f} ms")
+
+
+def complete_cmd(
+    ctx: typer.Context,
+    reason: Annotated[str, typer.Option("--reason", help="Why (audited).")],
+    drop_capture_: Annotated[
+        bool, typer.Option("--drop-capture", help="Drop blue's replication slot and publication.")
+    ] = False,
+    drop_topics: Annotated[
+        bool, typer.Option("--drop-topics", help="Delete the change and dead-letter topics.")
+    ] = False,
+) -> None:
+    """Finish the migration (reads stay on green) and optionally clean up."""
+    settings = cli_context(ctx).settings
+    with db.connect(settings.control_dsn) as conn:
+        state.ensure_schema(conn)
+        state.transition(conn, state.Phase.COMPLETED, action="complete", reason=reason)
+    typer.echo("migration completed")
+    if drop_capture_:
+        dropped = drop_capture(settings.blue_dsn, settings.cdc)
+        typer.echo(f"dropped on blue: {', '.join(dropped) or 'nothing (already gone)'}")
+    if drop_topics:
+        kafka.delete_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dlq_topic])
+        typer.echo(f"deleted topics {settings.kafka.topic}, {settings.kafka.dlq_topic}")

@@ -1,0 +1,284 @@
+"""`bluegreen demo`: the whole migration on the local stack, with a report.
+
+From an empty stack: seed blue, start CDC and two consumers, keep a write load on
+blue and a read load through the read router, run the snapshot, wait for the
+gates, cut over, roll back, cut over again, verify, and report the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bluegreen.app.demo.load import ReadLoad, WriteLoad
+from bluegreen.app.demo.services import ServiceProcess
+from bluegreen.control import state
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.kafka import delete_topics
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import Metrics, histogram_quantile, scrape_histogram
+from bluegreen.core.progress import Reporter
+from cutover import fence, switch
+from cutover.verify import verify
+from producers.blue_setup import drop_capture
+from producers.snapshot import service as snapshot
+from schemas.catalog import SOURCE
+from schemas.catalog.seed_load import load_seed
+
+CDC_PORT, CONSUME_PORTS = 19461, (19462, 19472)
+_SETTLE_S = 5.0
+
+
+@dataclass
+class DemoReport:
+    products: int
+    snapshot_seconds: float = 0.0
+    snapshot_rows_per_second: float = 0.0
+    catch_up_seconds: float = 0.0
+    cdc_latency_p50_ms: float | None = None
+    cdc_latency_p99_ms: float | None = None
+    capture_latency_p50_ms: float | None = None
+    capture_latency_p99_ms: float | None = None
+    batch_apply_p99_ms: float | None = None
+    cutover_gates_seconds: float = 0.0
+    cutover_switch_ms: float = 0.0
+    rollback_switch_ms: float = 0.0
+    second_cutover_switch_ms: float = 0.0
+    reads_total: int = 0
+    failed_reads: int = 0
+    reads_by_color: dict[str, int] = field(default_factory=dict)
+    blue_changes: int = 0
+    verify_differences: int = -1
+    verify_seconds: float = 0.0
+    final_phase: str = ""
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    total_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def reset(settings: Settings) -> None:
+    """Drop what a previous demo left: slot, publication, topics, green and control state."""
+    drop_capture(settings.blue_dsn, settings.cdc)
+    delete_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dlq_topic])
+    with db.connect(settings.green_dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS catalog CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS sync CASCADE")
+    with db.connect(settings.control_dsn, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS bluegreen CASCADE")
+
+
+def _sample_skus(settings: Settings, count: int = 2000) -> list[str]:
+    with db.connect(settings.blue_dsn) as conn:
+        rows = conn.execute(
+            "SELECT sku FROM legacy_product TABLESAMPLE SYSTEM (5) LIMIT %s", (count,)
+        ).fetchall()
+    return [r[0] for r in rows] or ["BG-0000001"]
+
+
+def _cutover_until_ready(
+    settings: Settings, attempts: int, timeout_s: float
+) -> switch.CutoverReport:
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return switch.cutover(settings, timeout_s=timeout_s)
+        except switch.CutoverRefusedError as exc:
+            last = exc
+            get_logger(component="demo").info("cutover refused, waiting", reason=str(exc)[:300])
+            time.sleep(3)
+    raise BluegreenError(f"the gates never passed: {last}")
+
+
+class Demo:
+    """The demo's steps, in order; `shutdown` always runs and collects the figures."""
+
+    def __init__(self, settings: Settings, products: int, write_rate: float, reporter: Reporter):
+        self.settings = settings
+        self.products = products
+        self.write_rate = write_rate
+        self.reporter = reporter
+        self.report = DemoReport(products=products)
+        self.services: list[ServiceProcess] = []
+        self.reads: ReadLoad | None = None
+        self.writes: WriteLoad | None = None
+        self.log = get_logger(component="demo")
+        self.baseline: dict[str, str] = {}
+
+    def step(self, note: str) -> None:
+        self.reporter.note(note)
+        self.log.info(note)
+
+    def prepare(self) -> None:
+        self.step("resetting the demo state")
+        reset(self.settings)
+        self.step(f"seeding {self.products:,} blue rows")
+        load_seed(self.settings.blue_dsn, self.products, 42, replace=True)
+        self.reporter.advance(1)
+
+    def start_services(self) -> None:
+        self.step("starting CDC and two consumers, a write load on blue, readers")
+        log_dir = self.settings.stack.state_dir / "logs"
+        cdc = ServiceProcess(self.settings, "cdc", ["cdc"], log_dir, CDC_PORT)
+        self.services.append(cdc)
+        cdc.wait_metrics()
+        _wait_for_slot(self.settings)
+        for index, port in enumerate(CONSUME_PORTS):
+            consumer = ServiceProcess(self.settings, f"consume-{index}", ["consume"], log_dir, port)
+            self.services.append(consumer)
+        for service in self.services:
+            service.wait_metrics()
+        with db.connect(self.settings.control_dsn) as conn:
+            state.ensure_schema(conn)
+        self.writes = WriteLoad(self.settings, self.write_rate)
+        self.writes.start()
+        self.reads = ReadLoad(self.settings, _sample_skus(self.settings))
+        self.reads.start()
+        self.reporter.advance(1)
+
+    def snapshot(self) -> None:
+        self.step("snapshot with 2 workers")
+        snap = snapshot.SnapshotService(self.settings, SOURCE, Metrics()).run(2)
+        if not snap.ok:
+            raise BluegreenError(f"the snapshot did not complete: {snap}")
+        self.report.snapshot_seconds = round(snap.seconds, 2)
+        self.report.snapshot_rows_per_second = round(snap.rows_per_second)
+        self.reporter.advance(1)
+
+    def catch_up(self) -> None:
+        self.step("catching up: waiting for lag zero end to end")
+        started = time.monotonic()
+        progress = fence.wait_applied(self.settings, fence.write(self.settings), timeout_s=1800)
+        if not progress.done:
+            raise BluegreenError(f"green did not catch up: behind on {progress.behind}")
+        self.report.catch_up_seconds = round(time.monotonic() - started, 2)
+        for service in self.services:
+            service.check()
+        # Latency figures are for the live stream once caught up, not the snapshot's backlog:
+        # the consumers record a batch's latencies after its commit, so let the batches that
+        # carried the backlog be recorded before the baseline is taken.
+        time.sleep(_SETTLE_S)
+        self.baseline = {s.name: s.metrics() for s in self.services}
+        self.reporter.advance(1)
+
+    def cutover_rollback_cutover(self) -> None:
+        assert self.reads is not None
+        self.step("cutover: gates, then reads to green")
+        first = _cutover_until_ready(self.settings, attempts=10, timeout_s=300)
+        self.report.cutover_gates_seconds = round(first.seconds, 2)
+        self.report.cutover_switch_ms = round(_observed(self.reads, first.router), 1)
+        self.reporter.advance(1)
+        time.sleep(3)
+        self.step("rollback: reads back to blue")
+        router, _millis = switch.rollback(self.settings, reason="demo: rehearse the rollback")
+        self.report.rollback_switch_ms = round(_observed(self.reads, router), 1)
+        time.sleep(3)
+        self.step("cutover again")
+        second = _cutover_until_ready(self.settings, attempts=10, timeout_s=300)
+        self.report.second_cutover_switch_ms = round(_observed(self.reads, second.router), 1)
+        self.reporter.advance(1)
+        time.sleep(3)
+
+    def verify(self) -> None:
+        assert self.writes is not None
+        self.writes.stop.set()
+        self.writes.join(30)
+        self.report.blue_changes = self.writes.changes
+        self.step("final verification")
+        verified = verify(self.settings, wait_for=fence.waiter(self.settings, 300))
+        self.report.verify_differences = len(verified.differences) + len(verified.unsettled)
+        self.report.verify_seconds = round(verified.seconds, 2)
+        self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = _latency(
+            self.services[1:], self.baseline, "bluegreen_end_to_end_latency_seconds"
+        )
+        self.report.capture_latency_p50_ms, self.report.capture_latency_p99_ms = _latency(
+            self.services[:1], self.baseline, "bluegreen_cdc_commit_to_ack_seconds"
+        )
+        _, self.report.batch_apply_p99_ms = _latency(
+            self.services[1:], self.baseline, "bluegreen_consumer_batch_apply_seconds"
+        )
+        with db.connect(self.settings.control_dsn) as conn:
+            self.report.final_phase = state.phase(conn).value
+        self.reporter.advance(1)
+
+    def shutdown(self) -> None:
+        if self.writes is not None:
+            self.writes.stop.set()
+        if self.reads is not None:
+            self.reads.stop()
+            stats = self.reads.stats
+            self.report.reads_total, self.report.failed_reads = stats.total, stats.failed
+            self.report.reads_by_color = dict(stats.by_color)
+            for error in stats.errors:
+                self.log.warning("failed read", error=error)
+        for service in reversed(self.services):
+            service.stop()
+            self.report.peak_rss_mb[service.name] = round(service.peak_rss_mb, 1)
+
+
+def run(settings: Settings, products: int, *, write_rate: float, reporter: Reporter) -> DemoReport:
+    started = time.monotonic()
+    demo = Demo(settings, products, write_rate, reporter)
+    try:
+        demo.prepare()
+        demo.start_services()
+        demo.snapshot()
+        demo.catch_up()
+        demo.cutover_rollback_cutover()
+        demo.verify()
+    finally:
+        demo.shutdown()
+    demo.report.total_seconds = round(time.monotonic() - started, 1)
+    return demo.report
+
+
+def _wait_for_slot(settings: Settings, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (settings.cdc.slot,)
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.1)
+    raise BluegreenError("the CDC service did not start streaming")
+
+
+def _observed(reads: ReadLoad, router: state.Router | None) -> float:
+    """Milliseconds from the router flip's commit until the last reader instance saw it."""
+    if router is None:
+        return float("nan")
+    return reads.switch_ms(router.epoch, router.switched_at.timestamp())
+
+
+def _latency(
+    services: list[ServiceProcess], baseline: dict[str, str], name: str
+) -> tuple[float | None, float | None]:
+    """p50/p99 in ms of a latency histogram over these services, since the baseline scrape."""
+    merged: dict[float, float] = {}
+    for service in services:
+        try:
+            now = scrape_histogram(service.metrics(), name)
+        except OSError:
+            continue
+        before = dict(scrape_histogram(baseline.get(service.name, ""), name))
+        for bound, count in now:
+            merged[bound] = merged.get(bound, 0.0) + count - before.get(bound, 0.0)
+    buckets = sorted(merged.items())
+    p50, p99 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.99)
+    return (
+        None if p50 is None else round(p50 * 1000, 1),
+        None if p99 is None else round(p99 * 1000, 1),
+    )
+
+
+def write_report(report: DemoReport, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
