@@ -49,9 +49,9 @@ from bluegreen.core.retry import Reconnector, one_line
 from consumers.apply import TRANSIENT, GreenWriter
 from consumers.batch import Batch, PartitionProgress, Rejected
 from consumers.dlq import DlqLimit, DlqWriteError, DlqWriter
+from consumers.gauges import MigrationGauges
 from consumers.positions import PositionMovedError, PositionReader
 from consumers.steps import decode, transform_rows, validate
-from cutover.exporter import MigrationGauges
 from schemas.catalog.ddl import create_green
 from schemas.catalog.validation import InvalidRowError
 from schemas.codec import Codec, default_codec

@@ -15,8 +15,8 @@ from bluegreen.core import db
 from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
 from bluegreen.core.kafka import ensure_topic, make_producer
 from bluegreen.core.metrics import Metrics
+from consumers.gauges import MigrationGauges
 from cutover import fence, switch
-from cutover.exporter import MigrationGauges
 from cutover.verify import verify
 from producers.snapshot import service as snapshot
 from schemas.catalog import SOURCE
