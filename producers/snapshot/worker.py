@@ -35,7 +35,7 @@ from typing import Any, cast
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from bluegreen.control.tasks import State, Task, TaskQueue
+from bluegreen.control import State, Task, TaskQueue
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
@@ -210,18 +210,10 @@ class SnapshotWorker:
         if self._in_flight or self._outcomes or not self._control_dep.up:
             return False
         try:
-            row = (
-                self._queue_or_fail()
-                .conn.execute(
-                    "SELECT count(*) FROM bluegreen.snapshot_task "
-                    "WHERE state IN ('READY', 'IN_PROGRESS', 'ERROR')"
-                )
-                .fetchone()
-            )
+            return self._queue_or_fail().open_count() == 0
         except psycopg.Error as exc:
             self._control_lost(exc)
             return False
-        return row is not None and row[0] == 0
 
     # -- dependencies -------------------------------------------------------------------------
 

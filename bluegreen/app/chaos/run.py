@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import psycopg
 from confluent_kafka import KafkaException
 
+from bluegreen import control
 from bluegreen.app.chaos import check
 from bluegreen.app.chaos.faults import Injector
 from bluegreen.app.chaos.load import BlueLoad, LoadOptions
@@ -41,7 +42,6 @@ from bluegreen.app.chaos.services import ServiceSet
 from bluegreen.app.scratch import isolated
 from bluegreen.app.stack import processes
 from bluegreen.app.stack.local import LocalStack, state_paths
-from bluegreen.control import tasks
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
@@ -326,7 +326,7 @@ class _Run:
         try:
             if self._control is None or self._control.closed:
                 self._control = db.connect(self.settings.control_dsn, autocommit=True)
-            counts = tasks.counts(self._control)
+            counts = control.task_counts(self._control)
         except psycopg.errors.UndefinedTable:
             return 0, 0
         except psycopg.Error:
@@ -334,7 +334,7 @@ class _Run:
                 self._control.close()
             self._control = None
             return 0, 0
-        return counts.by_state.get(tasks.State.COMPLETED, 0), counts.total
+        return counts.by_state.get(control.State.COMPLETED, 0), counts.total
 
     def snapshot_done(self) -> bool:
         if not self._done:
