@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from bluegreen.control import state, tasks
+from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from consumers import dlq
@@ -27,16 +27,15 @@ class Gate:
 
 def snapshot_done(settings: Settings) -> Gate:
     with db.connect(settings.control_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('bluegreen.snapshot_task')").fetchone()
-        if exists is None or exists[0] is None:
-            return Gate("snapshot complete", False, "no snapshot was planned")
-        counts = tasks.counts(conn)
+        counts = control.task_counts(conn) if control.task_queue_exists(conn) else None
+    if counts is None or counts.total == 0:
+        return Gate("snapshot complete", False, "no snapshot was planned")
     states = counts.by_state
-    done = states.get(tasks.State.COMPLETED, 0)
+    done = states.get(control.State.COMPLETED, 0)
     total = counts.total
     ok = total > 0 and done == total
     figure = f"{done}/{total} tasks COMPLETED"
-    others = {s: n for s, n in states.items() if s != tasks.State.COMPLETED and n}
+    others = {s: n for s, n in states.items() if s != control.State.COMPLETED and n}
     if others:
         figure += " (" + ", ".join(f"{n} {s}" for s, n in sorted(others.items())) + ")"
     return Gate("snapshot complete", ok, figure)
@@ -91,9 +90,9 @@ def verification_clean(settings: Settings, timeout_s: float) -> tuple[Gate, Veri
 
 def record(settings: Settings, report: VerifyReport) -> None:
     with db.connect(settings.control_dsn) as conn:
-        state.ensure_schema(conn)
+        control.ensure_schema(conn)
         try:
-            state.record_verification(conn, report.as_dict())
+            control.record_verification(conn, report.as_dict())
         except psycopg.Error:
             conn.rollback()
             raise

@@ -18,7 +18,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
-from bluegreen.control.state import ROUTER_CHANNEL
+from bluegreen import control
 from bluegreen.core.logs import get_logger
 
 
@@ -64,12 +64,10 @@ class ReadRouter:
 
     def _read_router(self) -> tuple[str, int]:
         with psycopg.connect(self._control_dsn.get_secret_value(), autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT color, epoch FROM bluegreen.read_router WHERE id = 1"
-            ).fetchone()
-        if row is None:
+            position = control.router_position(conn)
+        if position is None:
             raise RuntimeError("the read router record is missing in the control database")
-        return str(row[0]), int(row[1])
+        return position
 
     def _learn(self, color: str, epoch: int, via: str) -> None:
         with self._lock:
@@ -86,18 +84,15 @@ class ReadRouter:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._control_dsn.get_secret_value(), autocommit=True) as conn:
-                    conn.execute(f"LISTEN {ROUTER_CHANNEL}")
+                    control.listen_router(conn)
                     color, epoch = self._read_router()  # anything missed while not listening
                     self._learn(color, epoch, "poll")
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=self._poll_interval_s, stop_after=1):
-                            color, _, epoch_text = note.payload.partition(":")
-                            self._learn(color, int(epoch_text), "notify")
-                        row = conn.execute(
-                            "SELECT color, epoch FROM bluegreen.read_router WHERE id = 1"
-                        ).fetchone()
-                        if row is not None:
-                            self._learn(str(row[0]), int(row[1]), "poll")
+                            self._learn(*control.parse_router_notice(note.payload), "notify")
+                        position = control.router_position(conn)
+                        if position is not None:
+                            self._learn(*position, "poll")
             except psycopg.Error as exc:
                 self._log.warning("router listener reconnecting", error=str(exc).strip()[:200])
                 self._stop.wait(self._poll_interval_s)

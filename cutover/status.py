@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from confluent_kafka import KafkaException, TopicPartition
 
-from bluegreen.control import state, tasks
+from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.kafka import make_admin, make_consumer
@@ -74,13 +74,13 @@ def _part(status: Status, name: str, collect_part: Any) -> None:
 
 
 def _control(settings: Settings, status: Status) -> None:
-    with db.connect(settings.control_dsn, autocommit=True, connect_timeout=5) as control:
-        if _exists(control, "bluegreen.migration"):
-            status.phase = state.phase(control).value
-            router = state.router(control)
+    with db.connect(settings.control_dsn, autocommit=True, connect_timeout=5) as conn:
+        if control.migration_exists(conn):
+            status.phase = control.phase(conn).value
+            router = control.router(conn)
             status.reads_on, status.router_epoch = router.color, router.epoch
             status.switched_at = router.switched_at
-            status.verification = state.last_verification(control)
+            status.verification = control.last_verification(conn)
             status.audit = [
                 {
                     "at": e.at,
@@ -89,10 +89,10 @@ def _control(settings: Settings, status: Status) -> None:
                     "to": e.to_phase,
                     "reason": e.reason,
                 }
-                for e in state.audit_trail(control, limit=5)
+                for e in control.audit_trail(conn, limit=5)
             ]
-        if _exists(control, "bluegreen.snapshot_task"):
-            counts = tasks.counts(control)
+        counts = control.task_counts(conn) if control.task_queue_exists(conn) else None
+        if counts is not None and counts.total:
             status.snapshot = SnapshotStatus(
                 tasks_by_state=counts.by_state,
                 rows=counts.rows,
@@ -101,11 +101,6 @@ def _control(settings: Settings, status: Status) -> None:
                     for i, s, e, a in counts.last_errors
                 ],
             )
-
-
-def _exists(conn: psycopg.Connection, table: str) -> bool:
-    row = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()
-    return row is not None and row[0] is not None
 
 
 def _blue(settings: Settings, status: Status) -> None:

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bluegreen.control import state
-from bluegreen.control.state import Phase, Router
+from bluegreen import control
+from bluegreen.control import Phase, Router
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
@@ -71,7 +71,7 @@ def cutover(
         raise BluegreenError("--force needs --reason: the audit trail must say why")
     started = time.monotonic()
     with db.connect(settings.control_dsn) as conn:
-        state.ensure_schema(conn)
+        control.ensure_schema(conn)
     report = CutoverReport(gates=evaluate(settings, timeout_s))
     report.seconds = time.monotonic() - started
     if dry_run:
@@ -79,7 +79,7 @@ def cutover(
     if not report.passed and not force:
         failing = "; ".join(f"{g.name}: {g.figure}" for g in report.gates if not g.ok)
         with db.connect(settings.control_dsn) as conn:
-            state.audit(
+            control.audit(
                 conn,
                 "cutover refused",
                 details={"gates": [g.as_dict() for g in report.gates]},
@@ -87,9 +87,9 @@ def cutover(
         raise CutoverRefusedError(f"cutover refused — {failing}")
     with db.connect(settings.control_dsn) as conn:
         if report.passed:
-            state.transition(conn, Phase.IN_SYNC, action="gates passed", strict=False)
+            control.transition(conn, Phase.IN_SYNC, action="gates passed", strict=False)
         flip = time.monotonic()
-        report.router = state.switch_reads(
+        report.router = control.switch_reads(
             conn,
             "green",
             to_phase=Phase.READS_ON_GREEN,
@@ -109,11 +109,11 @@ def rollback(settings: Settings, *, reason: str | None = None) -> tuple[Router, 
     """Reads back to blue: one audited transaction. Returns the router and milliseconds."""
     started = time.monotonic()
     with db.connect(settings.control_dsn) as conn:
-        state.ensure_schema(conn)
-        current = state.router(conn)
+        control.ensure_schema(conn)
+        current = control.router(conn)
         if current.color == "blue":
             raise BluegreenError("reads are already on blue; nothing to roll back")
-        router = state.switch_reads(
+        router = control.switch_reads(
             conn, "blue", to_phase=Phase.ROLLED_BACK, action="rollback", reason=reason
         )
     return router, (time.monotonic() - started) * 1000

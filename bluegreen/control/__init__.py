@@ -1,2 +1,111 @@
-"""The control layer: the migration's state in the control database (phase, snapshot
-tasks, router record, audit trail, verification results), read and written here only."""
+"""The control layer: the migration's state in the control database, read and written
+here only. Every SQL statement against a ``bluegreen.*`` table lives in this package;
+callers open a connection to ``settings.control_dsn`` (and own its retries) and call
+these functions with it.
+
+Tables (``schema``):
+    ``ensure_schema`` creates every control table in one transaction (and commits);
+    ``drop_schema`` forgets the migration; ``migration_exists`` and
+    ``task_queue_exists`` let read-only commands ask before reading.
+
+Phase and audit (``migration``):
+    ``Phase``, ``TRANSITIONS``, ``phase``, ``transition`` (moves and audits in one
+    transaction, the phase row locked), ``audit``, ``audit_trail``, ``actor``,
+    ``AuditEntry``, ``IllegalTransitionError``.
+
+Read router (``read_router``):
+    ``Router``, ``router``, ``router_position``, ``switch_reads`` (router, phase and
+    audit in one transaction, NOTIFY on commit), ``listen_router``,
+    ``parse_router_notice``, ``ROUTER_CHANNEL``.
+
+Verification results (``verification``):
+    ``record_verification``, ``last_verification``.
+
+Snapshot tasks:
+    the queue as a worker uses it (``tasks``): ``TaskQueue`` (claim with
+    ``FOR UPDATE SKIP LOCKED``, heartbeat, complete, fail, release, interrupt),
+    ``release_worker``, ``Task``, ``State``, ``Outcome``;
+    filling it (``task_plan``): ``plan_ranges``, ``planned_tasks``, ``add_key_task``,
+    ``retry_dead`` (the pure split into ranges is ``planner.ranges``);
+    reading it (``task_report``): ``task_counts``, ``TaskCounts``, ``task_rows``,
+    ``task_attempts``, ``produce_seconds``.
+
+Dead-letter counts are not kept here: they are read from Kafka and green
+(``consumers.dlq``).
+"""
+
+from bluegreen.control.migration import (
+    TRANSITIONS,
+    AuditEntry,
+    IllegalTransitionError,
+    Phase,
+    actor,
+    audit,
+    audit_trail,
+    phase,
+    transition,
+)
+from bluegreen.control.read_router import (
+    ROUTER_CHANNEL,
+    Router,
+    listen_router,
+    parse_router_notice,
+    router,
+    router_position,
+    switch_reads,
+)
+from bluegreen.control.schema import (
+    drop_schema,
+    ensure_schema,
+    migration_exists,
+    task_queue_exists,
+)
+from bluegreen.control.task_plan import add_key_task, plan_ranges, planned_tasks, retry_dead
+from bluegreen.control.task_report import (
+    TaskCounts,
+    produce_seconds,
+    task_attempts,
+    task_counts,
+    task_rows,
+)
+from bluegreen.control.tasks import Outcome, State, Task, TaskQueue, release_worker
+from bluegreen.control.verification import last_verification, record_verification
+
+__all__ = [
+    "ROUTER_CHANNEL",
+    "TRANSITIONS",
+    "AuditEntry",
+    "IllegalTransitionError",
+    "Outcome",
+    "Phase",
+    "Router",
+    "State",
+    "Task",
+    "TaskCounts",
+    "TaskQueue",
+    "actor",
+    "add_key_task",
+    "audit",
+    "audit_trail",
+    "drop_schema",
+    "ensure_schema",
+    "last_verification",
+    "listen_router",
+    "migration_exists",
+    "parse_router_notice",
+    "phase",
+    "plan_ranges",
+    "planned_tasks",
+    "produce_seconds",
+    "record_verification",
+    "release_worker",
+    "retry_dead",
+    "router",
+    "router_position",
+    "switch_reads",
+    "task_attempts",
+    "task_counts",
+    "task_queue_exists",
+    "task_rows",
+    "transition",
+]

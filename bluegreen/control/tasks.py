@@ -1,4 +1,4 @@
-"""The snapshot task queue in the control database.
+"""The snapshot task queue as workers see it: claim, heartbeat, complete, fail, give back.
 
 Tasks are claimed with ``FOR UPDATE SKIP LOCKED`` so any number of workers, on
 any number of machines sharing the control database, take distinct tasks. A
@@ -14,17 +14,12 @@ who ran it, when, and why each attempt ended.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-from bluegreen.control.planner import ranges
 from bluegreen.core.config import SnapshotSettings
 
 
@@ -34,57 +29,6 @@ class State(StrEnum):
     COMPLETED = "COMPLETED"
     ERROR = "ERROR"
     DEAD = "DEAD"
-
-
-SCHEMA_SQL = """
-SELECT pg_advisory_xact_lock(hashtext('bluegreen-ddl'));
-CREATE SCHEMA IF NOT EXISTS bluegreen;
-CREATE TABLE IF NOT EXISTS bluegreen.snapshot_plan (
-    source_table text PRIMARY KEY,
-    chunk_size integer NOT NULL,
-    tasks integer NOT NULL,
-    planned_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS bluegreen.snapshot_task (
-    id bigserial PRIMARY KEY,
-    source_table text NOT NULL,
-    kind text NOT NULL CHECK (kind IN ('range', 'keys')),
-    lo bigint,
-    hi bigint,
-    keys jsonb,
-    state text NOT NULL DEFAULT 'READY'
-        CHECK (state IN ('READY', 'IN_PROGRESS', 'COMPLETED', 'ERROR', 'DEAD')),
-    attempts integer NOT NULL DEFAULT 0,
-    last_error text,
-    worker_id text,
-    heartbeat_at timestamptz,
-    not_before timestamptz NOT NULL DEFAULT now(),
-    rows bigint NOT NULL DEFAULT 0,
-    produce_errors bigint NOT NULL DEFAULT 0,
-    snapshot_lsn bigint,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    started_at timestamptz,
-    finished_at timestamptz,
-    CHECK ((kind = 'range' AND lo IS NOT NULL) OR (kind = 'keys' AND keys IS NOT NULL))
-);
-CREATE UNIQUE INDEX IF NOT EXISTS snapshot_task_range_key
-    ON bluegreen.snapshot_task (source_table, lo) WHERE kind = 'range';
-CREATE INDEX IF NOT EXISTS snapshot_task_claim_idx
-    ON bluegreen.snapshot_task (state, not_before);
-CREATE TABLE IF NOT EXISTS bluegreen.snapshot_task_attempt (
-    id bigserial PRIMARY KEY,
-    task_id bigint NOT NULL REFERENCES bluegreen.snapshot_task (id) ON DELETE CASCADE,
-    attempt integer NOT NULL,
-    worker_id text NOT NULL,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    ended_at timestamptz,
-    outcome text CHECK (outcome IN ('completed', 'failed', 'released', 'interrupted',
-                                    'worker_exited', 'heartbeat_expired')),
-    detail text
-);
-CREATE INDEX IF NOT EXISTS snapshot_task_attempt_task_idx
-    ON bluegreen.snapshot_task_attempt (task_id);
-"""
 
 
 class Outcome(StrEnum):
@@ -119,68 +63,6 @@ class Task:
         if self.kind == "keys":
             return f"task {self.id} ({len(self.keys or [])} keys)"
         return f"task {self.id} [{self.lo}, {self.hi if self.hi is not None else '∞'})"
-
-
-@dataclass(frozen=True)
-class TaskCounts:
-    by_state: dict[str, int]
-    rows: int
-    produce_errors: int
-    last_errors: list[tuple[int, str, str, int]]  # id, state, error, attempts
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_state.values())
-
-    @property
-    def open(self) -> int:
-        return sum(self.by_state.get(s, 0) for s in (State.READY, State.IN_PROGRESS, State.ERROR))
-
-
-def ensure_schema(conn: psycopg.Connection) -> None:
-    conn.execute(SCHEMA_SQL)
-
-
-def plan_ranges(
-    conn: psycopg.Connection, source_table: str, starts: Sequence[int], chunk_size: int
-) -> tuple[int, bool]:
-    """Record range tasks once per table; return (task count, whether this call planned)."""
-    with conn.transaction():
-        planned = conn.execute(
-            "INSERT INTO bluegreen.snapshot_plan (source_table, chunk_size, tasks) "
-            "VALUES (%s, %s, 0) ON CONFLICT (source_table) DO NOTHING RETURNING source_table",
-            (source_table, chunk_size),
-        ).fetchone()
-        if planned is None:
-            row = conn.execute(
-                "SELECT tasks FROM bluegreen.snapshot_plan WHERE source_table = %s",
-                (source_table,),
-            ).fetchone()
-            return (int(row[0]) if row else 0), False
-        bounds = ranges(starts)
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO bluegreen.snapshot_task (source_table, kind, lo, hi) "
-                "VALUES (%s, 'range', %s, %s)",
-                [(source_table, lo, hi) for lo, hi in bounds],
-            )
-        conn.execute(
-            "UPDATE bluegreen.snapshot_plan SET tasks = %s WHERE source_table = %s",
-            (len(bounds), source_table),
-        )
-    return len(bounds), True
-
-
-def add_key_task(conn: psycopg.Connection, source_table: str, keys: Sequence[Sequence[str]]) -> int:
-    """Queue a re-snapshot of exactly these natural keys (verification's repair)."""
-    row = conn.execute(
-        "INSERT INTO bluegreen.snapshot_task (source_table, kind, keys) "
-        "VALUES (%s, 'keys', %s) RETURNING id",
-        (source_table, json.dumps([list(k) for k in keys])),
-    ).fetchone()
-    conn.commit()
-    assert row is not None
-    return int(row[0])
 
 
 class TaskQueue:
@@ -316,6 +198,14 @@ class TaskQueue:
             self._give_back(task, Outcome.INTERRUPTED, cause)
         return State.READY
 
+    def open_count(self) -> int:
+        """Tasks of any worker not finished yet: READY, IN_PROGRESS or ERROR."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM bluegreen.snapshot_task "
+            "WHERE state IN ('READY', 'IN_PROGRESS', 'ERROR')"
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     def _give_back(self, task: Task, outcome: Outcome, cause: str | None) -> None:
         with self.conn.transaction():
             cur = self.conn.execute(
@@ -381,60 +271,3 @@ def release_worker(
         if rows:
             _close_attempts(conn, [int(r[0]) for r in rows], Outcome.WORKER_EXITED, detail)
     return [(int(i), State(s)) for i, s in rows]
-
-
-def attempts(conn: psycopg.Connection, task_id: int | None = None) -> list[dict[str, Any]]:
-    """The attempt history, oldest first (of one task, or of all)."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT * FROM bluegreen.snapshot_task_attempt "
-            "WHERE %(task)s::bigint IS NULL OR task_id = %(task)s ORDER BY id",
-            {"task": task_id},
-        ).fetchall()
-
-
-def counts(conn: psycopg.Connection, errors: int = 5) -> TaskCounts:
-    by_state = {
-        state: int(n)
-        for state, n in conn.execute(
-            "SELECT state, count(*) FROM bluegreen.snapshot_task GROUP BY state"
-        ).fetchall()
-    }
-    totals = conn.execute(
-        "SELECT coalesce(sum(rows) FILTER (WHERE state = 'COMPLETED'), 0), "
-        "coalesce(sum(produce_errors), 0) FROM bluegreen.snapshot_task"
-    ).fetchone()
-    last = conn.execute(
-        "SELECT id, state, last_error, attempts FROM bluegreen.snapshot_task "
-        "WHERE last_error IS NOT NULL AND state <> 'COMPLETED' "
-        "ORDER BY finished_at DESC NULLS LAST LIMIT %s",
-        (errors,),
-    ).fetchall()
-    return TaskCounts(
-        by_state=by_state,
-        rows=int(totals[0]) if totals else 0,
-        produce_errors=int(totals[1]) if totals else 0,
-        last_errors=[(int(i), s, e, int(a)) for i, s, e, a in last],
-    )
-
-
-def retry_dead(conn: psycopg.Connection) -> int:
-    """Put DEAD tasks back to READY with fresh attempts (after the cause was fixed)."""
-    cur = conn.execute(
-        "UPDATE bluegreen.snapshot_task SET state = 'READY', attempts = 0, worker_id = NULL, "
-        "not_before = now() WHERE state = 'DEAD'"
-    )
-    conn.commit()
-    return cur.rowcount
-
-
-def task_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT * FROM bluegreen.snapshot_task ORDER BY id").fetchall()
-
-
-def in_progress_since(conn: psycopg.Connection) -> datetime | None:
-    row = conn.execute(
-        "SELECT min(started_at) FROM bluegreen.snapshot_task WHERE started_at IS NOT NULL"
-    ).fetchone()
-    return row[0] if row else None

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from bluegreen.control.tasks import TaskQueue
+from bluegreen.control import TaskQueue
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.logs import get_logger

@@ -21,8 +21,9 @@ from types import FrameType
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
-from bluegreen.control import state, tasks
+from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.kafka import ensure_topic
@@ -98,33 +99,26 @@ def plan(
 
 
 def _existing_plan(settings: Settings, source: SourceSpec) -> int | None:
-    with db.connect(settings.control_dsn) as control:
-        tasks.ensure_schema(control)
-        state.ensure_schema(control)
-        control.commit()
-        row = control.execute(
-            "SELECT tasks FROM bluegreen.snapshot_plan WHERE source_table = %s",
-            (source.qualified,),
-        ).fetchone()
-    return None if row is None else int(row[0])
+    with db.connect(settings.control_dsn) as conn:
+        control.ensure_schema(conn)
+        return control.planned_tasks(conn, source.qualified)
 
 
 def _range_starts(settings: Settings, source: SourceSpec) -> list[int]:
-    key = source.primary_key
+    query = sql.SQL(
+        "SELECT {key} FROM (SELECT {key}, row_number() OVER (ORDER BY {key}) AS n "
+        "FROM {table}) ranked WHERE n %% %s = 1 ORDER BY 1"
+    ).format(
+        key=sql.Identifier(source.primary_key),
+        table=sql.Identifier(source.schema, source.table),
+    )
     with db.connect(settings.blue_dsn) as blue:
-        return [
-            int(r[0])
-            for r in blue.execute(
-                f'SELECT "{key}" FROM (SELECT "{key}", row_number() OVER (ORDER BY "{key}") AS n '
-                f"FROM {source.qualified}) ranked WHERE n %% %s = 1 ORDER BY 1",
-                (settings.snapshot.chunk_size,),
-            )
-        ]
+        return [int(r[0]) for r in blue.execute(query, (settings.snapshot.chunk_size,))]
 
 
 def _record_plan(settings: Settings, source: SourceSpec, starts: list[int]) -> tuple[int, bool]:
-    with db.connect(settings.control_dsn) as control:
-        return tasks.plan_ranges(control, source.qualified, starts, settings.snapshot.chunk_size)
+    with db.connect(settings.control_dsn) as conn:
+        return control.plan_ranges(conn, source.qualified, starts, settings.snapshot.chunk_size)
 
 
 def prepare(
@@ -161,7 +155,7 @@ class SnapshotService:
         retrying = Retrying(self.settings, "snapshot", board.source("snapshot"))
         planned, fresh = prepare(self.settings, self.source, retrying)
         self.log.info("snapshot planned" if fresh else "snapshot resumes", tasks=planned)
-        retrying.control(lambda: self._phase(state.Phase.SNAPSHOTTING, "snapshot started"))
+        retrying.control(lambda: self._phase(control.Phase.SNAPSHOTTING, "snapshot started"))
         supervisor = Supervisor(
             self.settings, self.source, self.metrics, board, retrying.control_rc
         )
@@ -178,29 +172,29 @@ class SnapshotService:
                 signal.signal(sig, handler)
             self._supervisor = None
         final = retrying.control(self._counts)
-        completed = final.by_state.get(tasks.State.COMPLETED, 0)
+        completed = final.by_state.get(control.State.COMPLETED, 0)
         if final.total and completed == final.total:
-            retrying.control(lambda: self._phase(state.Phase.CATCHING_UP, "snapshot completed"))
+            retrying.control(lambda: self._phase(control.Phase.CATCHING_UP, "snapshot completed"))
         problem = supervisor.problem()
         if problem is None and supervisor.stopping:
             problem = "stopped on request; run `bluegreen snapshot` again to resume"
         return SnapshotReport(
             tasks=final.total,
             completed=completed,
-            dead=final.by_state.get(tasks.State.DEAD, 0),
+            dead=final.by_state.get(control.State.DEAD, 0),
             rows=final.rows,
             seconds=time.monotonic() - started,
             restarts=supervisor.restarts,
             problem=problem,
         )
 
-    def _counts(self) -> tasks.TaskCounts:
-        with db.connect(self.settings.control_dsn) as control:
-            return tasks.counts(control)
+    def _counts(self) -> control.TaskCounts:
+        with db.connect(self.settings.control_dsn) as conn:
+            return control.task_counts(conn)
 
-    def _phase(self, phase: state.Phase, action: str) -> None:
-        with db.connect(self.settings.control_dsn) as control:
-            state.transition(control, phase, action=action, by="bluegreen snapshot", strict=False)
+    def _phase(self, phase: control.Phase, action: str) -> None:
+        with db.connect(self.settings.control_dsn) as conn:
+            control.transition(conn, phase, action=action, by="bluegreen snapshot", strict=False)
 
     def _estimate_rows(self) -> int | None:
         """For the progress bar only: unknown when blue does not answer right now."""

@@ -28,7 +28,7 @@ from multiprocessing.process import BaseProcess
 
 import psycopg
 
-from bluegreen.control import tasks
+from bluegreen.control import State, TaskCounts, release_worker, task_counts
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.logs import get_logger
@@ -97,7 +97,7 @@ class Supervisor:
         self._releases: list[tuple[str, str]] = []  # (worker id, why) still to write
         self._conn: psycopg.Connection | None = None
         self._control = Dependency(control, self._connect, pg_transient)
-        self._counts: tasks.TaskCounts | None = None
+        self._counts: TaskCounts | None = None
         self._seen = _Seen()
         self._stopping = False
         self._signalled = False
@@ -116,7 +116,7 @@ class Supervisor:
         """Why the run could not go on, in one line, if a worker said so."""
         return next((s.gave_up for s in self._slots if s.gave_up), None)
 
-    def run(self, workers: int, reporter: Reporter, before: tasks.TaskCounts) -> None:
+    def run(self, workers: int, reporter: Reporter, before: TaskCounts) -> None:
         """Until every task is COMPLETED or DEAD, or it cannot go on; `before` is the
         task table as it was before this run (its rows are not this run's progress)."""
         self._counts = before
@@ -188,7 +188,7 @@ class Supervisor:
         process.start()
         writer.close()  # the worker holds the only write end: its exit is our EOF
         assert process.pid is not None
-        completed = self._counts.by_state.get(tasks.State.COMPLETED, 0) if self._counts else 0
+        completed = self._counts.by_state.get(State.COMPLETED, 0) if self._counts else 0
         return _Slot(index, process, worker_id_for(prefix, process.pid), reader, completed, crashes)
 
     def _read(self, slot: _Slot) -> None:
@@ -218,7 +218,7 @@ class Supervisor:
         if code == EXIT_GAVE_UP:
             slot.gave_up = slot.message or f"{slot.name} gave up ({how})"
             return
-        completed = self._counts.by_state.get(tasks.State.COMPLETED, 0) if self._counts else 0
+        completed = self._counts.by_state.get(State.COMPLETED, 0) if self._counts else 0
         crashes = 1 if completed > slot.completed_at_start else slot.crashes + 1
         if crashes > _MAX_CRASHES:
             slot.gave_up = (
@@ -277,7 +277,7 @@ class Supervisor:
         while self._releases and self._conn is not None:
             worker_id, why = self._releases[0]
             try:
-                released = tasks.release_worker(
+                released = release_worker(
                     self._conn, worker_id, self.settings.snapshot.max_attempts, why
                 )
             except psycopg.Error as exc:
@@ -291,11 +291,11 @@ class Supervisor:
                     tasks={task_id: state.value for task_id, state in released},
                 )
 
-    def _count(self) -> tasks.TaskCounts | None:
+    def _count(self) -> TaskCounts | None:
         if self._conn is None:
             return None
         try:
-            self._counts = tasks.counts(self._conn)
+            self._counts = task_counts(self._conn)
         except psycopg.Error as exc:
             self._lost(exc)
             return None
@@ -313,7 +313,7 @@ class Supervisor:
         if counts is None:
             return
         now = time.monotonic()
-        for task_state in tasks.State:
+        for task_state in State:
             gauge = self.metrics.snapshot_tasks.labels(task_state.value)
             gauge.set(counts.by_state.get(task_state, 0))
         seen = self._seen
@@ -328,9 +328,9 @@ class Supervisor:
         reporter.note(states_text(counts))
 
 
-def states_text(counts: tasks.TaskCounts) -> str:
+def states_text(counts: TaskCounts) -> str:
     return " ".join(
-        f"{s.value.lower()}={counts.by_state[s]}" for s in tasks.State if counts.by_state.get(s)
+        f"{s.value.lower()}={counts.by_state[s]}" for s in State if counts.by_state.get(s)
     )
 
 

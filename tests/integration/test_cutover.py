@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from bluegreen import control
 from bluegreen.app.demo.load import ReadLoad, WriteLoad
-from bluegreen.control import state, tasks
 from bluegreen.core import db
 from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
 from bluegreen.core.kafka import ensure_topic, make_producer
@@ -63,7 +63,7 @@ def gate(report: switch.CutoverReport, name: str) -> Any:
 
 def router_color(settings: Settings) -> str:
     with db.connect(settings.control_dsn) as conn:
-        return state.router(conn).color
+        return control.router(conn).color
 
 
 def test_cutover_refuses_while_lag_is_not_zero(settings: Settings) -> None:
@@ -213,7 +213,7 @@ def test_forced_cutover_needs_a_reason_and_is_audited(pipeline: Settings) -> Non
     report = switch.cutover(pipeline, timeout_s=30, force=True, reason="incident 42: accepted")
     assert report.switched and report.forced
     with db.connect(pipeline.control_dsn) as conn:
-        last = state.audit_trail(conn, limit=1)[0]
+        last = control.audit_trail(conn, limit=1)[0]
     assert last.action == "cutover (forced)" and last.reason == "incident 42: accepted"
 
 
@@ -249,7 +249,7 @@ def test_verification_finds_injected_corruption_and_repair_fixes_it(pipeline: Se
     assert "verification clean" in repaired.stdout
     assert verify(pipeline, wait_for=fence.waiter(pipeline, 30)).clean
     with db.connect(pipeline.control_dsn) as conn:
-        key_tasks = [t for t in tasks.task_rows(conn) if t["kind"] == "keys"]
+        key_tasks = [t for t in control.task_rows(conn) if t["kind"] == "keys"]
     assert len(key_tasks) == 1 and key_tasks[0]["state"] == "COMPLETED"
 
 
@@ -289,8 +289,8 @@ def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> Non
     assert reads.stats.failed == 0, reads.stats.errors
     assert reads.stats.by_color.get("green", 0) > 0 and reads.stats.by_color.get("blue", 0) > 0
     with db.connect(pipeline.control_dsn) as conn:
-        actions = [e.action for e in reversed(state.audit_trail(conn, limit=10))]
-        assert state.phase(conn) == state.Phase.READS_ON_GREEN
+        actions = [e.action for e in reversed(control.audit_trail(conn, limit=10))]
+        assert control.phase(conn) == control.Phase.READS_ON_GREEN
     switches = [a for a in actions if a in ("cutover", "rollback")]
     assert switches == ["cutover", "rollback", "cutover"]
 
@@ -316,7 +316,7 @@ def test_rollback_restores_reads_to_blue_and_they_stay_correct(pipeline: Setting
     finally:
         reads.stop()
     with db.connect(pipeline.control_dsn) as conn:
-        assert state.phase(conn) == state.Phase.ROLLED_BACK
+        assert control.phase(conn) == control.Phase.ROLLED_BACK
 
 
 def test_status_json_reports_the_release_window_figures(pipeline: Settings) -> None:

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from bluegreen import control
 from bluegreen.app.stack.local import LocalStack
-from bluegreen.control import tasks
 from bluegreen.core import db
 from bluegreen.core.config import Settings as BGSettings
 from bluegreen.core.config import SnapshotSettings
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.integration
 def seeded(settings: BGSettings, rows: int, **snapshot: Any) -> BGSettings:
     load_seed(settings.blue_dsn, rows, 42, replace=False)
     with db.connect(settings.control_dsn) as conn:  # so a test can watch the task table
-        tasks.ensure_schema(conn)
+        control.ensure_schema(conn)
     fast = {"heartbeat_interval_s": 0.3, "heartbeat_timeout_s": 2.0, "backoff_base_s": 0.1}
     options = SnapshotSettings(**{**fast, **snapshot})
     return settings.model_copy(update={"snapshot": options})
@@ -72,7 +72,7 @@ def resume_completes(
 
 def task_table(settings: BGSettings) -> list[dict[str, Any]]:
     with db.connect(settings.control_dsn) as conn:
-        return tasks.task_rows(conn)
+        return control.task_rows(conn)
 
 
 def test_every_blue_row_arrives_in_kafka_exactly_as_encoded(settings: BGSettings) -> None:
@@ -136,7 +136,7 @@ def test_two_workers_share_the_work_and_no_task_runs_twice(settings: BGSettings)
 def test_kill_minus_nine_mid_task_then_restart_completes_the_rest(settings: BGSettings) -> None:
     settings = seeded(settings, 40_000, chunk_size=400)
     with db.connect(settings.control_dsn) as conn:
-        tasks.ensure_schema(conn)
+        control.ensure_schema(conn)
     proc = spawn(settings, "snapshot", "--workers", "1", "--metrics-port", "-1")
     try:
         deadline = time.monotonic() + 60
@@ -195,7 +195,7 @@ def test_a_task_that_keeps_failing_ends_dead_and_the_others_complete(settings: B
     retried = bluegreen(settings, "snapshot", "retry", "--dead")
     assert "1 DEAD tasks are READY again" in retried.stdout
     with db.connect(settings.control_dsn) as conn:
-        assert tasks.counts(conn).by_state.get("READY") == 1
+        assert control.task_counts(conn).by_state.get("READY") == 1
 
 
 def test_resnapshot_of_keys_sends_rows_and_absent_keys(settings: BGSettings) -> None:
@@ -208,7 +208,7 @@ def test_resnapshot_of_keys_sends_rows_and_absent_keys(settings: BGSettings) -> 
     with db.connect(settings.control_dsn) as conn:
         conn.execute("UPDATE bluegreen.snapshot_task SET state = 'COMPLETED'")
         conn.commit()
-        tasks.add_key_task(conn, SOURCE.qualified, [(sku, channel), ("NOPE-1", "GB")])
+        control.add_key_task(conn, SOURCE.qualified, [(sku, channel), ("NOPE-1", "GB")])
     report = service.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
     assert report.ok
     events = [
@@ -274,7 +274,7 @@ def db_now(settings: BGSettings) -> datetime:
 
 def history(settings: BGSettings) -> list[dict[str, Any]]:
     with db.connect(settings.control_dsn) as conn:
-        return tasks.attempts(conn)
+        return control.task_attempts(conn)
 
 
 def states(settings: BGSettings) -> Counter[str]:

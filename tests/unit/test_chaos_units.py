@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bluegreen.app.chaos import load
+from bluegreen.app.chaos import load_ops, load_rows
 from bluegreen.app.chaos.check import compare, expected_state
 from bluegreen.app.chaos.schedule import (
     ALL_KINDS,
@@ -67,20 +67,22 @@ def test_fault_kinds_can_be_chosen_or_switched_off() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
-def test_every_row_the_load_writes_maps_to_green(kind: load.Kind) -> None:
+def test_every_row_the_load_writes_maps_to_green(kind: load_rows.Kind) -> None:
     rng = random.Random(1)
-    for channel in load.CHANNELS:
+    for channel in load_rows.CHANNELS:
         for _ in range(50):
-            row = dict(zip(COLUMNS[1:-1], load._new_row(rng, "CX-1", channel, kind), strict=True))
+            row = dict(
+                zip(COLUMNS[1:-1], load_rows.new_row(rng, "CX-1", channel, kind), strict=True)
+            )
             row.update(id=1, updated_at=row["created_at"])
             listing_upsert(row, Version(1, 1))  # raises TransformError when invalid
-            for other in load.CHANNELS:  # moved to another channel
+            for other in load_rows.CHANNELS:  # moved to another channel
                 moved = dict(row)
                 moved.update(
                     channel=other,
                     currency=CHANNEL_CURRENCY[other],
-                    product_type=load._retype(row["product_type"], other),
-                    attributes=load._resize(row["attributes"], other),
+                    product_type=load_rows.retype(row["product_type"], other),
+                    attributes=load_rows.resize(row["attributes"], other),
                 )
                 listing_upsert(moved, Version(1, 1))
 
@@ -88,22 +90,22 @@ def test_every_row_the_load_writes_maps_to_green(kind: load.Kind) -> None:
 def test_seeded_rows_moved_to_another_channel_stay_valid() -> None:
     for values in generate(3000, 42):
         row = dict(zip(COLUMNS, values, strict=True))
-        for other in load.CHANNELS:
+        for other in load_rows.CHANNELS:
             row.update(
                 channel=other,
                 currency=CHANNEL_CURRENCY[other],
-                product_type=load._retype(row["product_type"], other),
-                attributes=load._resize(row["attributes"], other),
+                product_type=load_rows.retype(row["product_type"], other),
+                attributes=load_rows.resize(row["attributes"], other),
             )
             listing_upsert(row, Version(1, 1))
 
 
 def test_the_extreme_values_the_load_writes_are_valid() -> None:
     row = dict(zip(COLUMNS, next(iter(generate(1, 42))), strict=True))
-    for name in load._UNICODE_NAMES:
-        row.update(name=name, price=load.MAX_PRICE, stock=None)
+    for name in load_ops.UNICODE_NAMES:
+        row.update(name=name, price=load_ops.MAX_PRICE, stock=None)
         assert listing_upsert(row, Version(1, 1)).name == name.strip()
-    assert len({n.encode() for n in load._UNICODE_NAMES}) == len(load._UNICODE_NAMES)
+    assert len({n.encode() for n in load_ops.UNICODE_NAMES}) == len(load_ops.UNICODE_NAMES)
 
 
 def _state(rows: list[dict[str, Any]]) -> GreenState:

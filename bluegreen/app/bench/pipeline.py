@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from psycopg import sql
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
@@ -60,11 +61,16 @@ def baseline_copy(settings: Settings) -> float:
         BlueBase.metadata.create_all(engine)
     finally:
         engine.dispose()
-    columns = ", ".join(COLUMNS)
+    columns = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+    table = sql.Identifier("legacy_product")
     started = time.monotonic()
     with db.connect(settings.blue_dsn) as blue, db.connect(settings.green_dsn) as green:
-        copy_out = f"COPY (SELECT {columns} FROM legacy_product) TO STDOUT (FORMAT BINARY)"
-        copy_in = f"COPY legacy_product ({columns}) FROM STDIN (FORMAT BINARY)"
+        copy_out = sql.SQL("COPY (SELECT {columns} FROM {table}) TO STDOUT (FORMAT BINARY)").format(
+            columns=columns, table=table
+        )
+        copy_in = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)").format(
+            columns=columns, table=table
+        )
         with blue.cursor().copy(copy_out) as out, green.cursor().copy(copy_in) as into:
             for block in out:
                 into.write(block)

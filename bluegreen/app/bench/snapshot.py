@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.metrics import Metrics
@@ -36,12 +37,8 @@ def run_once(settings: Settings, rows: int, workers: int) -> SnapshotFigures:
     command = time.monotonic() - started
     if not report.ok:
         raise RuntimeError(f"the benchmark snapshot did not complete: {report}")
-    with db.connect(settings.control_dsn) as control:
-        span = control.execute(
-            "SELECT extract(epoch FROM max(finished_at) - min(started_at)) "
-            "FROM bluegreen.snapshot_task"
-        ).fetchone()
-    produce = float(span[0]) if span and span[0] else command
+    with db.connect(settings.control_dsn) as conn:
+        produce = control.produce_seconds(conn) or command
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return SnapshotFigures(
         workers=workers,

@@ -6,7 +6,9 @@ operator would, write an adversarial but valid load on blue, kill -9 components 
 moments drawn from the run's seed and restart them, then stop writing and check that
 green converges to transform(blue), row by row, two independent ways.
 
-Modules: ``schedule`` (which faults, when: pure), ``load`` (the writer), ``services``
-(the bluegreen processes), ``faults`` (kill and restart), ``check`` (convergence and
-evidence), ``run`` (one run and many).
+Modules: ``schedule`` (which faults, when: pure); ``load`` (the writers:
+``load_scenario`` and its ``load_ops``, ``load_hot``, over ``load_rows`` and
+``load_common``); ``services`` (the bluegreen processes); ``faults`` (kill and
+restart); ``snapshot_watch`` (snapshot progress); ``check`` (convergence and
+evidence); ``run`` (one run and many) and ``report`` (its record and verdict).
 """

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from bluegreen.core import db
@@ -61,7 +63,15 @@ class Difference:
 def blue_rows(dsn: Any) -> list[dict[str, Any]]:
     with db.connect(dsn) as conn:
         cur = conn.cursor(row_factory=dict_row)
-        return list(cur.execute(f"SELECT {', '.join(COLUMNS)} FROM legacy_product"))
+        return list(cur.execute(_select(COLUMNS, "legacy_product")))
+
+
+def _select(columns: Sequence[str], *table: str) -> sql.Composed:
+    """SELECT columns FROM table, every name quoted (table: [schema,] name)."""
+    return sql.SQL("SELECT {columns} FROM {table}").format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        table=sql.Identifier(*table),
+    )
 
 
 def expected_state(rows: list[dict[str, Any]]) -> tuple[GreenState, list[Difference]]:
@@ -83,11 +93,9 @@ def green_rows(dsn: Any) -> GreenState:
     listings: dict[tuple[str, str], Listing] = {}
     with db.connect(dsn, autocommit=True) as conn:
         try:
-            for row in conn.execute(f"SELECT {', '.join(_PRODUCT_FIELDS)} FROM catalog.product"):
+            for row in conn.execute(_select(_PRODUCT_FIELDS, "catalog", "product")):
                 products[row[0]] = Product(*row)
-            for row in conn.execute(
-                f"SELECT {', '.join(_LISTING_FIELDS)} FROM catalog.channel_listing"
-            ):
+            for row in conn.execute(_select(_LISTING_FIELDS, "catalog", "channel_listing")):
                 listings[(row[0], row[1])] = Listing(*row)
         except psycopg.errors.UndefinedTable:
             pass  # no consumer created green's tables yet: green is empty

@@ -16,36 +16,43 @@ A run, on its own databases, topic, slot and consumer group (``bluegreen.app.scr
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import shutil
 import time
 import traceback
 import uuid
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
 from confluent_kafka import KafkaException
 
-from bluegreen.app.chaos import check
+from bluegreen.app.chaos import check, report
 from bluegreen.app.chaos.faults import Injector
 from bluegreen.app.chaos.load import BlueLoad, LoadOptions
+from bluegreen.app.chaos.report import ChaosReport, RunRecord, summary_line
 from bluegreen.app.chaos.schedule import ALL_KINDS, Fault, Kind, Phase, plan
 from bluegreen.app.chaos.services import ServiceSet
+from bluegreen.app.chaos.snapshot_watch import SnapshotWatch
 from bluegreen.app.scratch import isolated
-from bluegreen.app.stack import processes
-from bluegreen.app.stack.local import LocalStack, state_paths
-from bluegreen.control import tasks
+from bluegreen.app.stack.local import LocalStack
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
 from schemas.catalog.seed_load import load_seed
+
+__all__ = [
+    "ChaosOptions",
+    "ChaosReport",
+    "RunRecord",
+    "check_local_stack",
+    "run_many",
+    "run_one",
+    "summary_line",
+]
 
 Echo = Callable[[str], None]
 _TICK_S = 0.05
@@ -55,7 +62,6 @@ _TASKS_PER_SNAPSHOT = 24  # small tasks: a snapshot fault lands between many cla
 # for blue's open transactions) and produce P rows in about P / 12,000 s on 2 cores.
 _SNAPSHOT_ROWS_PER_S = 12_000
 _MIN_SNAPSHOT_S = 1.5
-_LOG_TAIL_LINES = 300
 
 
 @dataclass(frozen=True)
@@ -77,63 +83,6 @@ class ChaosOptions:
         if self.profile != "adversarial":
             return 0
         return self.big_rows if self.big_rows is not None else min(20_000, self.products // 3)
-
-
-@dataclass
-class RunRecord:
-    seed: int
-    products: int
-    ok: bool = False
-    failures: list[str] = field(default_factory=list)
-    schedule: list[dict[str, Any]] = field(default_factory=list)
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    unexpected_exits: list[dict[str, Any]] = field(default_factory=list)
-    snapshot_seconds: float | None = None
-    snapshot_exit_code: int | None = None
-    write_seconds: float = 0.0
-    converge_seconds: float | None = None
-    differences: int = -1
-    differences_sample: list[dict[str, Any]] = field(default_factory=list)
-    verify_differences: int = -1
-    verify_sample: list[dict[str, Any]] = field(default_factory=list)
-    offsets_drained: bool = False
-    offsets: list[dict[str, Any]] = field(default_factory=list)
-    dead_letters: int = -1
-    ops: dict[str, int] = field(default_factory=dict)
-    load: dict[str, Any] = field(default_factory=dict)
-    evidence: str | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class ChaosReport:
-    base_seed: int
-    products: int
-    write_seconds: float
-    runs: list[RunRecord] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def failed(self) -> list[RunRecord]:
-        return [r for r in self.runs if not r.ok]
-
-    def faults_by_kind(self) -> dict[str, int]:
-        counts = Counter(f["kind"] for r in self.runs for f in r.faults if not f["skipped"])
-        return {k.value: counts.get(k.value, 0) for k in Kind}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "base_seed": self.base_seed,
-            "products": self.products,
-            "write_seconds": self.write_seconds,
-            "runs": [r.as_dict() for r in self.runs],
-            "failed_runs": [r.seed for r in self.failed],
-            "faults_by_kind": self.faults_by_kind(),
-            "seconds": round(self.seconds, 1),
-        }
 
 
 def check_local_stack(settings: Settings) -> LocalStack:
@@ -177,16 +126,6 @@ def run_many(
             echo("stopping at the first failing run (--keep-going runs them all)")
             break
     return report
-
-
-def summary_line(record: RunRecord) -> str:
-    verdict = "converged" if record.ok else "FAILED: " + "; ".join(record.failures)
-    took = "-" if record.converge_seconds is None else f"{record.converge_seconds:.1f}s"
-    return (
-        f"seed {record.seed}: {verdict} (converged in {took}, "
-        f"{record.differences} differences, {len(record.unexpected_exits)} unexpected exits, "
-        f"run {record.seconds:.0f}s)"
-    )
 
 
 def run_one(
@@ -263,15 +202,14 @@ class _Run:
         self.record = record
         self.phase = "setup"
         self._t0: float | None = None
-        self._control: psycopg.Connection | None = None
-        self._done = False
+        self.snapshot = SnapshotWatch(settings)
         self._workers_seen: float | None = None  # when the first snapshot worker appeared
         self.services = ServiceSet(
             settings,
             folder / "logs",
             clock=self.clock,
             phase=lambda: self.phase,
-            snapshot_done=self.snapshot_done,
+            snapshot_done=self.snapshot.done,
             notify=echo,
         )
         self.injector = Injector(
@@ -279,7 +217,7 @@ class _Run:
             self.services,
             clock=self.clock,
             tick=self.tick,
-            snapshot_done=self.snapshot_done,
+            snapshot_done=self.snapshot.done,
             notify=echo,
         )
         rng = random.Random(f"load-{seed}")  # noqa: S311 - a test schedule
@@ -319,33 +257,6 @@ class _Run:
             self.tick(_TICK_S)
         return True
 
-    # -- snapshot progress, from the control database ----------------------------------------------
-
-    def _tasks(self) -> tuple[int, int]:
-        """(completed, total) snapshot tasks; (0, 0) before the snapshot planned them."""
-        try:
-            if self._control is None or self._control.closed:
-                self._control = db.connect(self.settings.control_dsn, autocommit=True)
-            counts = tasks.counts(self._control)
-        except psycopg.errors.UndefinedTable:
-            return 0, 0
-        except psycopg.Error:
-            if self._control is not None:
-                self._control.close()
-            self._control = None
-            return 0, 0
-        return counts.by_state.get(tasks.State.COMPLETED, 0), counts.total
-
-    def snapshot_done(self) -> bool:
-        if not self._done:
-            completed, total = self._tasks()
-            self._done = total > 0 and completed == total
-        return self._done
-
-    def snapshot_share(self) -> float:
-        completed, total = self._tasks()
-        return completed / total if total else 0.0
-
     # -- the run ----------------------------------------------------------------------------------
 
     def execute(self) -> None:
@@ -363,7 +274,7 @@ class _Run:
         for fault in (f for f in self.schedule if f.phase == Phase.SNAPSHOT):
             self.wait_until(self._reached(fault.at), options.snapshot_timeout_s)
             self._inject(fault)
-        if not self.wait_until(self.snapshot_done, options.snapshot_timeout_s):
+        if not self.wait_until(self.snapshot.done, options.snapshot_timeout_s):
             record.failures.append(
                 f"the snapshot did not complete in {options.snapshot_timeout_s}s"
             )
@@ -388,7 +299,7 @@ class _Run:
         expected_s = max(_MIN_SNAPSHOT_S, self.options.products / _SNAPSHOT_ROWS_PER_S)
 
         def reached() -> bool:
-            if self.snapshot_done() or self.snapshot_share() >= share:
+            if self.snapshot.done() or self.snapshot.share() >= share:
                 return True
             if self._workers_seen is None and self.services.snapshot_workers():
                 self._workers_seen = time.monotonic()
@@ -410,7 +321,7 @@ class _Run:
     def _inject(self, fault: Fault) -> None:
         observed = ""
         if fault.phase == Phase.SNAPSHOT:
-            completed, total = self._tasks()
+            completed, total = self.snapshot.tasks()
             observed = f"{completed}/{total} snapshot tasks completed"
         injected = self.injector.inject(fault, observed)
         self.record.faults.append(injected.as_dict())
@@ -425,7 +336,7 @@ class _Run:
             record.failures.append("the write load stopped early (see its errors)")
         started = time.monotonic()
         self.services.restore(_SERVICES)  # a crash-looping service gets one more chance
-        if not self.snapshot_done() and self.services.pid("snapshot") is None:
+        if not self.snapshot.done() and self.services.pid("snapshot") is None:
             self.services.start("snapshot")
         self.converge(started)
         self.judge()
@@ -463,27 +374,12 @@ class _Run:
         record.snapshot_exit_code = self.services.snapshot_exit
         record.load = self.load.stats.as_dict()
         record.ops = record.load.pop("ops")
-        if record.differences:
-            kinds = Counter(f"{d.kind} {d.table}" for d in self.differences)
-            detail = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
-            record.failures.append(
-                f"green != transform(blue) after {self.options.converge_timeout_s:.0f}s: {detail}"
-            )
-        if record.verify_differences:
-            record.failures.append(f"bluegreen verify: {record.verify_differences} differences")
-        if not record.offsets_drained:
-            behind = [o for o in record.offsets if not o["drained"]]
-            record.failures.append(f"offsets not drained on {len(behind)} partitions: {behind}")
-        if record.dead_letters:
-            record.failures.append(f"{record.dead_letters} dead letters")
-        if record.unexpected_exits:
-            names = Counter(e["service"] for e in record.unexpected_exits)
-            record.failures.append(
-                "unexpected exits: " + ", ".join(f"{k} x{n}" for k, n in sorted(names.items()))
-            )
-        missing = self.load.missing_ops()
-        if missing:
-            record.failures.append(f"the load never managed: {', '.join(missing)}")
+        report.judge(
+            record,
+            self.differences,
+            converge_timeout_s=self.options.converge_timeout_s,
+            missing_ops=self.load.missing_ops(),
+        )
 
     # -- the end of a run -------------------------------------------------------------------------
 
@@ -491,29 +387,10 @@ class _Run:
         """Always: stop writing, stop the services, leave the stack running."""
         self.load.finish(timeout_s=30)
         self.services.stop_all()
-        if self._control is not None:
-            self._control.close()
+        self.snapshot.close()
         if not all(s.healthy for s in self.stack.status()):
             self.injector.restart_stack()
 
     def keep_evidence(self) -> None:
-        """What a failing run leaves behind: its record, the differing keys, the logs."""
-        folder = self.folder
-        (folder / "run.json").write_text(
-            json.dumps(self.record.as_dict(), indent=2, default=str) + "\n"
-        )
         skus = [d.sku for d in self.differences] + self.verify_skus
-        if skus:
-            try:
-                found = check.evidence(self.settings, skus)
-            except (psycopg.Error, BluegreenError) as exc:
-                found = {"error": f"{type(exc).__name__}: {exc}"}
-            (folder / "differences.json").write_text(
-                json.dumps(found, indent=2, default=str, ensure_ascii=False) + "\n"
-            )
-        stack_logs = folder / "stack-logs"
-        stack_logs.mkdir(exist_ok=True)
-        for name, path in state_paths(self.settings.stack.state_dir).items():
-            (stack_logs / f"{name}.log").write_text(
-                processes.tail_lines(path, _LOG_TAIL_LINES) + "\n"
-            )
+        report.keep_evidence(self.settings, self.folder, self.record, skus)

@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bluegreen import control
 from bluegreen.app.cli.context import cli_context
-from bluegreen.control import state, tasks
 from bluegreen.core import db, kafka
 from bluegreen.core.metrics import Metrics
 from cutover import fence, gates, switch
@@ -75,8 +75,8 @@ def verify_cmd(
             _print_verify(report, console)
             console.print(f"repairing: re-snapshot of {len(keys)} keys through the pipeline")
         with db.connect(settings.control_dsn) as conn:
-            tasks.ensure_schema(conn)
-            tasks.add_key_task(conn, SOURCE.qualified, keys)
+            control.ensure_schema(conn)
+            control.add_key_task(conn, SOURCE.qualified, keys)
         snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
         report = verify(settings, wait_for=fence.waiter(settings, timeout))
         gates.record(settings, report)
@@ -158,8 +158,8 @@ def complete_cmd(
     """Finish the migration (reads stay on green) and optionally clean up."""
     settings = cli_context(ctx).settings
     with db.connect(settings.control_dsn) as conn:
-        state.ensure_schema(conn)
-        state.transition(conn, state.Phase.COMPLETED, action="complete", reason=reason)
+        control.ensure_schema(conn)
+        control.transition(conn, control.Phase.COMPLETED, action="complete", reason=reason)
     typer.echo("migration completed")
     if drop_capture_:
         dropped = drop_capture(settings.blue_dsn, settings.cdc)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
+from bluegreen import control
 from bluegreen.app.cli.context import cli_context
-from bluegreen.control import tasks
 from bluegreen.core import db
 from bluegreen.core.metrics import Metrics, serve
 from producers.snapshot import service
@@ -85,5 +85,5 @@ def retry(
         raise typer.BadParameter("say which tasks: --dead")
     settings = cli_context(ctx).settings
     with db.connect(settings.control_dsn) as conn:
-        count = tasks.retry_dead(conn)
+        count = control.retry_dead(conn)
     typer.echo(f"{count} DEAD tasks are READY again; run `bluegreen snapshot`")

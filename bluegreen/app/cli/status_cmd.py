@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bluegreen.app.cli.context import cli_context
-from bluegreen.control.tasks import State
+from bluegreen.control import State
 from cutover.status import Status, collect
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bluegreen import control
 from bluegreen.app.demo.load import ReadLoad, WriteLoad
 from bluegreen.app.demo.services import ServiceProcess
-from bluegreen.control import state
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
@@ -71,7 +71,7 @@ def reset(settings: Settings) -> None:
         conn.execute("DROP SCHEMA IF EXISTS catalog CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sync CASCADE")
     with db.connect(settings.control_dsn, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS bluegreen CASCADE")
+        control.drop_schema(conn)
 
 
 def _sample_skus(settings: Settings, count: int = 2000) -> list[str]:
@@ -135,7 +135,7 @@ class Demo:
         for service in self.services:
             service.wait_metrics()
         with db.connect(self.settings.control_dsn) as conn:
-            state.ensure_schema(conn)
+            control.ensure_schema(conn)
         self.writes = WriteLoad(self.settings, self.write_rate)
         self.writes.start()
         self.reads = ReadLoad(self.settings, _sample_skus(self.settings))
@@ -204,7 +204,7 @@ class Demo:
             self.services[1:], self.baseline, "bluegreen_consumer_batch_apply_seconds"
         )
         with db.connect(self.settings.control_dsn) as conn:
-            self.report.final_phase = state.phase(conn).value
+            self.report.final_phase = control.phase(conn).value
         self.reporter.advance(1)
 
     def shutdown(self) -> None:
@@ -251,7 +251,7 @@ def _wait_for_slot(settings: Settings, timeout_s: float = 60.0) -> None:
     raise BluegreenError("the CDC service did not start streaming")
 
 
-def _observed(reads: ReadLoad, router: state.Router | None) -> float:
+def _observed(reads: ReadLoad, router: control.Router | None) -> float:
     """Milliseconds from the router flip's commit until the last reader instance saw it."""
     if router is None:
         return float("nan")
