@@ -33,20 +33,19 @@ from typing import Any
 import psycopg
 from confluent_kafka import (
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
 
-from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import SerializationError, TransformError
 from bluegreen.core.kafka import ensure_topic, make_consumer
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics
-from bluegreen.core.retry import Reconnector, one_line
+from bluegreen.core.retry import one_line
 from consumers.apply import TRANSIENT, GreenWriter
+from consumers.backoff import Backoff
 from consumers.batch import Batch, PartitionProgress, Rejected
 from consumers.dlq import DlqLimit, DlqWriteError, DlqWriter
 from consumers.gauges import MigrationGauges
@@ -59,7 +58,6 @@ from schemas.control import Fence, Heartbeat, Truncate, control_of
 from schemas.envelope import Version, now_ms
 
 _IDLE_POLL_S = 0.05  # an empty batch waits this long for its first messages
-_KAFKA_DOWN = (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)
 
 
 class ConsumerService:
@@ -86,16 +84,7 @@ class ConsumerService:
         self._inflight: tuple[Batch, Future[float]] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="green-apply")
         self._gauges = MigrationGauges(settings, metrics)
-        timeout = self.options.reconnect_timeout_s
-        self._green = Reconnector(
-            "consume", "green", db.describe(settings.green_dsn), timeout,
-            gauge=metrics.dependency_up,
-            base_s=self.options.retry_backoff_base_s, max_s=self.options.retry_backoff_max_s,
-        )  # fmt: skip
-        self._kafka = Reconnector(
-            "consume", "kafka", settings.kafka.bootstrap_servers, timeout,
-            gauge=metrics.dependency_up,
-        )  # fmt: skip
+        self._backoff = Backoff(settings, metrics)
         self.applied = 0
         self.rewinds = 0
 
@@ -108,9 +97,10 @@ class ConsumerService:
     def run(self) -> None:
         settings = self.settings
         connect_errors = (psycopg.OperationalError,)
-        self._green.call(lambda: create_green(settings.green_dsn), connect_errors, self._stop)
+        green, kafka = self._backoff.green, self._backoff.kafka
+        green.call(lambda: create_green(settings.green_dsn), connect_errors, self._stop)
         for topic in (self.topic, settings.kafka.dlq_topic):
-            self._kafka.call(
+            kafka.call(
                 lambda t=topic: ensure_topic(settings.kafka, t, settings.kafka.partitions),  # type: ignore[misc]
                 (KafkaException,),
                 self._stop,
@@ -174,13 +164,12 @@ class ConsumerService:
     def _process(self, message: Message) -> None:
         error = message.error()
         if error is not None:
-            self._kafka_error(error)
+            self._backoff.kafka_error(error)
             return
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
         if partition not in self._owned:
             return  # revoked, lost or rewinding: consumed again from green's position
-        if self._kafka.down:
-            self._kafka.succeeded()
+        self._backoff.message_arrived()
         if self._batch.empty:
             self._batch.started = time.monotonic()
         try:
@@ -203,16 +192,6 @@ class ConsumerService:
             self._change(message, partition, progress, event)
             return
         self._limit.observe(False)
-
-    def _kafka_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            raise KafkaException(error)
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        if error.code() in _KAFKA_DOWN:
-            self._kafka.failed(KafkaException(error))  # raises once down for too long
-            return
-        self.log.warning("consumer error", error=str(error))
 
     def _change(
         self, message: Message, partition: int, progress: PartitionProgress, event: dict[str, Any]
@@ -365,7 +344,7 @@ class ConsumerService:
             self._dlq.flush()
 
     def _finish(self, batch: Batch, seconds: float) -> None:
-        self._green.succeeded()
+        self._backoff.green.succeeded()
         self._commit(batch)
         self._observe(batch, seconds)
 
@@ -404,14 +383,7 @@ class ConsumerService:
         """Green failed a batch, its position moved, or its dead letters could not be
         written: forget everything not durably applied and claim every partition again
         from green's record."""
-        if isinstance(exc, PositionMovedError):
-            delay = 0.0
-            self.log.warning("green's position moved; rewinding", error=str(exc))
-        elif isinstance(exc, DlqWriteError):
-            delay = self._kafka.failed(exc)
-        else:
-            self.metrics.consumer_apply_retries.inc()
-            delay = self._green.failed(exc)  # raises once green is down for too long
+        delay = self._backoff.rewind_delay(exc)  # raises once a dependency is down too long
         self.rewinds += 1
         self._batch = Batch()
         self._unclaimed.update(self._owned)
@@ -453,9 +425,9 @@ class ConsumerService:
         try:
             positions = self._reader.claim(wanted)
         except TRANSIENT as exc:
-            self._claim_at = time.monotonic() + self._green.failed(exc)
+            self._claim_at = time.monotonic() + self._backoff.green.failed(exc)
             return
-        self._green.succeeded()
+        self._backoff.green.succeeded()
         for partition in wanted:
             position = positions[partition]
             start = position.next_offset
@@ -490,7 +462,7 @@ class ConsumerService:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
             self.metrics.consumer_paused.set(1)
-            self._claim_at = time.monotonic() + self._green.failed(exc)
+            self._claim_at = time.monotonic() + self._backoff.green.failed(exc)
             return
         for tp in partitions:
             position = positions[tp.partition]
@@ -529,12 +501,7 @@ class ConsumerService:
 
     def _report_lag(self) -> None:
         self._last_lag = time.monotonic()
-        if self._kafka.down:
-            try:  # a positive sign of life while no message arrives
-                self._consumer.list_topics(self.topic, timeout=1.0)
-                self._kafka.succeeded()
-            except KafkaException as exc:
-                self._kafka.failed(exc)
+        self._backoff.probe_kafka(lambda: self._consumer.list_topics(self.topic, timeout=1.0))
         for partition, committed in list(self._committed.items()):
             try:
                 _low, high = self._consumer.get_watermark_offsets(
