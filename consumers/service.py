@@ -24,7 +24,6 @@ Green or Kafka down: the service waits with capped backoff for
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +48,7 @@ from consumers.backoff import Backoff
 from consumers.batch import Batch, PartitionProgress, Rejected
 from consumers.dlq import DlqLimit, DlqWriteError, DlqWriter
 from consumers.gauges import MigrationGauges
+from consumers.ownership import Ownership
 from consumers.positions import PositionMovedError, PositionReader
 from consumers.steps import decode, transform_rows, validate
 from schemas.catalog.ddl import create_green
@@ -70,14 +70,6 @@ class ConsumerService:
         self._codec = codec or default_codec()
         self._stop = threading.Event()
         self._batch = Batch()
-        # Claimed partitions: the offset green will hold once every dispatched batch
-        # committed (the next batch's expected position), and the truncate floor.
-        self._owned: dict[int, int] = {}
-        self._floors: dict[int, Version] = {}
-        # Assigned partitions whose position green has not told yet: paused until claimed.
-        self._unclaimed: set[int] = set()
-        self._claim_at = 0.0
-        self._committed: dict[int, int] = {}
         self._dead_lettered: set[tuple[int, int]] = set()  # (partition, offset) not yet behind
         self._limit = DlqLimit(self.options)
         self._last_lag = 0.0
@@ -109,9 +101,13 @@ class ConsumerService:
         self._reader = PositionReader(settings.green_dsn, self.topic)  # this thread's
         self._dlq = DlqWriter(settings.kafka, self.metrics)
         self._consumer: Consumer = make_consumer(settings.kafka, self.options.group_id)
+        self._ownership = Ownership(
+            self._consumer, self._reader, self.topic,
+            metrics=self.metrics, backoff=self._backoff, log=self.log,
+        )  # fmt: skip
         self._consumer.subscribe(
             [self.topic],
-            on_assign=self._on_assign,
+            on_assign=self._ownership.on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
@@ -134,8 +130,8 @@ class ConsumerService:
 
     def run_once(self) -> None:
         now = time.monotonic()
-        if self._unclaimed and now >= self._claim_at:
-            self._claim()
+        if self._ownership.claim_due(now):
+            self._ownership.claim()
         room = self.options.batch_max_messages - self._batch.size
         if self._batch.empty:
             wait = _IDLE_POLL_S
@@ -167,7 +163,7 @@ class ConsumerService:
             self._backoff.kafka_error(error)
             return
         partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-        if partition not in self._owned:
+        if not self._ownership.owns(partition):
             return  # revoked, lost or rewinding: consumed again from green's position
         self._backoff.message_arrived()
         if self._batch.empty:
@@ -197,7 +193,7 @@ class ConsumerService:
         self, message: Message, partition: int, progress: PartitionProgress, event: dict[str, Any]
     ) -> None:
         source = event["source"]
-        if Version(source["lsn"], source["seq"]) <= self._floors.get(partition, Version(0, 0)):
+        if Version(source["lsn"], source["seq"]) <= self._ownership.floor(partition):
             self._limit.observe(False)  # older than a TRUNCATE of blue: nothing to apply
             return
         try:
@@ -235,14 +231,13 @@ class ConsumerService:
         batch = self._batch
         progress = batch.advance(partition, offset)
         self._batch = Batch()
-        expected = self._owned[partition]
+        expected = self._ownership.position(partition)
         job = self._executor.submit(
             self._writer.truncate, partition, control.version, progress, expected
         )
         if not self._settle(job):
             return
-        self._owned[partition] = progress.next_offset
-        self._floors[partition] = control.version
+        self._ownership.truncated(partition, progress.next_offset, control.version)
         self.log.warning("blue was truncated: partition cleared", partition=partition)
         self._commit(batch)
 
@@ -264,10 +259,7 @@ class ConsumerService:
             self._doubt(exc)
             return
         batch.rejected.clear()
-        for partition, progress in batch.progress.items():
-            # Green must hold exactly what this consumer applied before, or nothing happens.
-            batch.expected[partition] = self._owned[partition]
-            self._owned[partition] = progress.next_offset
+        self._ownership.expect(batch)
         self._inflight = (batch, self._executor.submit(self._timed_apply, batch))
 
     def _complete(self, *, block: bool) -> bool:
@@ -358,11 +350,11 @@ class ConsumerService:
             # Green holds the position already: the partition's next owner starts there.
             self.log.warning("offset commit failed", error=one_line(exc))
             return
-        for tp in offsets:
-            self._committed[tp.partition] = tp.offset
+        self._ownership.confirm(offsets)
         if self._dead_lettered:  # those behind green's position are never consumed again
+            committed = self._ownership.committed
             self._dead_lettered = {
-                (p, o) for p, o in self._dead_lettered if o >= self._committed.get(p, 0)
+                (p, o) for p, o in self._dead_lettered if o >= committed.get(p, 0)
             }
 
     def _observe(self, batch: Batch, seconds: float) -> None:
@@ -386,131 +378,37 @@ class ConsumerService:
         delay = self._backoff.rewind_delay(exc)  # raises once a dependency is down too long
         self.rewinds += 1
         self._batch = Batch()
-        self._unclaimed.update(self._owned)
-        self._owned.clear()
-        self._consumer.pause([TopicPartition(self.topic, p) for p in self._unclaimed])
-        self.metrics.consumer_paused.set(1)
-        self._claim_at = time.monotonic() + delay
+        self._ownership.rewind(delay)
 
     def _audit_positions(self) -> None:
-        """While idle, check green still holds what this consumer applied.
-
-        A green crash can lose transactions the client saw commit (asynchronous commit),
-        and a quiet stream would never send a batch whose position check finds it; nor
-        would a connection that broke while idle be noticed. Reading the positions on
-        this thread's connection every lag interval finds both.
-        """
-        if self._inflight is not None or not self._batch.empty or not self._owned:
+        """While idle, check green still holds what this consumer applied (Ownership.audit)."""
+        if self._inflight is not None or not self._batch.empty:
             return
         try:
-            stored = self._reader.claim(self._owned)
-        except TRANSIENT as exc:
+            self._ownership.audit()
+        except (PositionMovedError, *TRANSIENT) as exc:
             self._doubt(exc)
-            return
-        moved = {
-            p: stored[p].next_offset
-            for p, offset in self._owned.items()
-            if stored[p].next_offset != offset
-        }
-        if moved:
-            self._doubt(PositionMovedError(moved))
-
-    def _claim(self) -> None:
-        """Seek the unclaimed partitions to green's positions and resume them."""
-        assigned = {tp.partition for tp in self._consumer.assignment()}
-        self._unclaimed &= assigned
-        wanted = sorted(self._unclaimed)
-        if not wanted:
-            return
-        try:
-            positions = self._reader.claim(wanted)
-        except TRANSIENT as exc:
-            self._claim_at = time.monotonic() + self._backoff.green.failed(exc)
-            return
-        self._backoff.green.succeeded()
-        for partition in wanted:
-            position = positions[partition]
-            start = position.next_offset
-            tp = TopicPartition(self.topic, partition, start)
-            try:
-                self._consumer.seek(tp)
-            except KafkaException as exc:
-                self.log.info("partition not seekable yet", partition=partition, error=str(exc))
-                self._claim_at = time.monotonic() + 0.2
-                continue
-            self._owned[partition] = start
-            self._floors[partition] = position.floor
-            self._committed[partition] = start
-            self._unclaimed.discard(partition)
-        resumed = [TopicPartition(self.topic, p) for p in wanted if p in self._owned]
-        if resumed:
-            self._consumer.resume(resumed)
-            self.log.info("partitions claimed from green's positions", partitions=wanted)
-        if not self._unclaimed:
-            self.metrics.consumer_paused.set(0)
 
     # -- rebalances -----------------------------------------------------------------------------
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        numbers = [tp.partition for tp in partitions]
-        try:
-            positions = self._reader.claim(numbers)
-        except TRANSIENT as exc:
-            # Paused until green tells where they stand.
-            self.log.warning("green unreachable at assignment", error=one_line(exc))
-            self._unclaimed.update(numbers)
-            consumer.incremental_assign(partitions)
-            consumer.pause(partitions)
-            self.metrics.consumer_paused.set(1)
-            self._claim_at = time.monotonic() + self._backoff.green.failed(exc)
-            return
-        for tp in partitions:
-            position = positions[tp.partition]
-            tp.offset = position.next_offset
-            self._owned[tp.partition] = position.next_offset
-            self._floors[tp.partition] = position.floor
-            self._committed[tp.partition] = position.next_offset
-        consumer.incremental_assign(partitions)
-        # librdkafka keeps a partition's pause across assignments: one paused here during
-        # a rewind, revoked, and assigned back later would never be fetched again.
-        consumer.resume(partitions)
-        self.log.info("partitions assigned", partitions=numbers)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}
         if not self._flush():
             # Green refuses: what came from these partitions is redelivered to their next owner.
             self._batch.drop_partitions(revoked)
-        self._forget(revoked)
+        self._ownership.forget(revoked)
         self.log.info("partitions revoked", partitions=sorted(revoked))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
         self._batch.drop_partitions(lost)
-        self._forget(lost)
+        self._ownership.forget(lost)
         self.log.warning("partitions lost", partitions=sorted(lost))
-
-    def _forget(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self._owned.pop(partition, None)
-            self._floors.pop(partition, None)
-            self._committed.pop(partition, None)
-            self._unclaimed.discard(partition)
-            with contextlib.suppress(KeyError):
-                self.metrics.consumer_lag.remove(str(partition))
 
     def _report_lag(self) -> None:
         self._last_lag = time.monotonic()
         self._backoff.probe_kafka(lambda: self._consumer.list_topics(self.topic, timeout=1.0))
-        for partition, committed in list(self._committed.items()):
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, partition), cached=True
-                )
-            except KafkaException:
-                continue
-            if high >= 0:
-                self.metrics.consumer_lag.labels(str(partition)).set(max(0, high - committed))
+        self._ownership.report_lag()
 
 
 class _Refused(Exception):  # noqa: N818 - internal signal, never leaves this module
