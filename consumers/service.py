@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -42,11 +41,12 @@ from bluegreen.core.errors import SerializationError, TransformError
 from bluegreen.core.kafka import ensure_topic, make_consumer
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics
-from bluegreen.core.retry import one_line
+from consumers.applier import Applier, Tally
 from consumers.apply import TRANSIENT, GreenWriter
 from consumers.backoff import Backoff
 from consumers.batch import Batch, PartitionProgress, Rejected
-from consumers.dlq import DlqLimit, DlqWriteError, DlqWriter
+from consumers.dead_letters import DeadLetters
+from consumers.dlq import DlqLimit, DlqWriter
 from consumers.gauges import MigrationGauges
 from consumers.ownership import Ownership
 from consumers.positions import PositionMovedError, PositionReader
@@ -55,7 +55,7 @@ from schemas.catalog.ddl import create_green
 from schemas.catalog.validation import InvalidRowError
 from schemas.codec import Codec, default_codec
 from schemas.control import Fence, Heartbeat, Truncate, control_of
-from schemas.envelope import Version, now_ms
+from schemas.envelope import Version
 
 _IDLE_POLL_S = 0.05  # an empty batch waits this long for its first messages
 
@@ -69,16 +69,21 @@ class ConsumerService:
         self.log = get_logger(service="consume", group=settings.consumer.group_id)
         self._codec = codec or default_codec()
         self._stop = threading.Event()
-        self._batch = Batch()
-        self._dead_lettered: set[tuple[int, int]] = set()  # (partition, offset) not yet behind
         self._limit = DlqLimit(self.options)
         self._last_lag = 0.0
-        self._inflight: tuple[Batch, Future[float]] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="green-apply")
         self._gauges = MigrationGauges(settings, metrics)
         self._backoff = Backoff(settings, metrics)
-        self.applied = 0
-        self.rewinds = 0
+        self._tally = Tally()
+
+    @property
+    def applied(self) -> int:
+        """Changes applied to green so far."""
+        return self._tally.applied
+
+    @property
+    def rewinds(self) -> int:
+        """Rewinds to green's positions so far."""
+        return self._tally.rewinds
 
     def request_stop(self) -> None:
         """Signal-safe: only sets a flag."""
@@ -105,6 +110,11 @@ class ConsumerService:
             self._consumer, self._reader, self.topic,
             metrics=self.metrics, backoff=self._backoff, log=self.log,
         )  # fmt: skip
+        self._applier = Applier(
+            self._writer, DeadLetters(self._dlq), self._consumer, self.topic,
+            ownership=self._ownership, limit=self._limit, backoff=self._backoff,
+            metrics=self.metrics, tally=self._tally, log=self.log, doubt=self._doubt,
+        )  # fmt: skip
         self._consumer.subscribe(
             [self.topic],
             on_assign=self._ownership.on_assign,
@@ -115,14 +125,13 @@ class ConsumerService:
         try:
             while not self._stop.is_set():
                 self.run_once()
-            if not self._flush():
+            if not self._applier.flush():
                 self.log.warning("stopping with an unapplied batch; it will be consumed again")
         except BaseException:
-            self._batch = Batch()  # never apply or commit a batch the failure interrupted
-            self._inflight = None
+            self._applier.abandon()  # never apply or commit a batch the failure interrupted
             raise
         finally:
-            self._executor.shutdown(wait=True)
+            self._applier.shutdown()
             self._consumer.close()
             self._writer.close()  # the apply thread has ended: its connection is free
             self._reader.close()
@@ -147,13 +156,18 @@ class ConsumerService:
             or self._batch.size >= self.options.batch_max_messages
             or now >= self._batch.started + self.options.batch_max_wait_s
         ):
-            self._dispatch()
+            self._applier.dispatch()
         else:
-            self._complete(block=False)
+            self._applier.complete(block=False)
         if now - self._last_lag >= self.options.lag_interval_s:
             self._report_lag()
             self._audit_positions()
             self._gauges.maybe_refresh()
+
+    @property
+    def _batch(self) -> Batch:
+        """The batch being built; the applier holds it (a dispatch or a rewind replaces it)."""
+        return self._applier.batch
 
     # -- one message ----------------------------------------------------------------------------
 
@@ -176,7 +190,7 @@ class ConsumerService:
             return
         control = control_of(event)
         if isinstance(control, Truncate):
-            self._truncate(partition, offset, control)
+            self._applier.truncate(partition, offset, control)
             return
         progress = self._batch.advance(partition, offset)
         if isinstance(control, Fence):
@@ -224,151 +238,6 @@ class ConsumerService:
         )
         self._limit.observe(True)  # raises DlqLimitExceeded: nothing of this batch is committed
 
-    def _truncate(self, partition: int, offset: int, control: Truncate) -> None:
-        """Blue was truncated: apply everything before it, then the truncate on its own."""
-        if not self._flush():
-            return  # rewinding: the truncate is consumed again
-        batch = self._batch
-        progress = batch.advance(partition, offset)
-        self._batch = Batch()
-        expected = self._ownership.position(partition)
-        job = self._executor.submit(
-            self._writer.truncate, partition, control.version, progress, expected
-        )
-        if not self._settle(job):
-            return
-        self._ownership.truncated(partition, progress.next_offset, control.version)
-        self.log.warning("blue was truncated: partition cleared", partition=partition)
-        self._commit(batch)
-
-    # -- batches --------------------------------------------------------------------------------
-    #
-    # A batch is applied in the apply thread while the next one is built here; at most
-    # one is in flight. Its dead letters are acknowledged before it is applied, and its
-    # offsets are committed after green committed: green's position never passes a
-    # message that is neither applied nor dead-lettered.
-
-    def _dispatch(self) -> None:
-        """Hand the current batch to the apply thread (after settling the previous one)."""
-        if not self._complete(block=True) or self._batch.empty:
-            return
-        batch, self._batch = self._batch, Batch()
-        try:
-            self._dead_letters(batch.rejected)
-        except DlqWriteError as exc:  # Kafka down: nothing of the batch may be applied
-            self._doubt(exc)
-            return
-        batch.rejected.clear()
-        self._ownership.expect(batch)
-        self._inflight = (batch, self._executor.submit(self._timed_apply, batch))
-
-    def _complete(self, *, block: bool) -> bool:
-        """Settle the batch in flight: commit its offsets, or rewind if green failed it."""
-        if self._inflight is None:
-            return True
-        batch, future = self._inflight
-        if not block and not future.done():
-            return True
-        self._inflight = None
-        try:
-            seconds: float | None = future.result()
-        except _Refused:
-            seconds = self._bisect(batch)
-        except (PositionMovedError, DlqWriteError, *TRANSIENT) as exc:
-            self._doubt(exc)
-            return False
-        if seconds is None:
-            return False
-        self._finish(batch, seconds)
-        return True
-
-    def _flush(self) -> bool:
-        """Apply the current batch now and wait for it (rebalance, truncate, stop)."""
-        self._dispatch()
-        return self._complete(block=True) and self._batch.empty
-
-    def _timed_apply(self, batch: Batch) -> float:
-        """Runs on the apply thread."""
-        started = time.monotonic()
-        try:
-            self._writer.apply(batch)
-        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
-            raise _Refused(exc) from exc
-        batch.committed_ms = now_ms()
-        return time.monotonic() - started
-
-    def _settle(self, job: Future[Any]) -> bool:
-        """Wait for an apply-thread job; on a green failure rewind and return False."""
-        try:
-            job.result()
-        except (PositionMovedError, DlqWriteError, *TRANSIENT) as exc:
-            self._doubt(exc)
-            return False
-        return True
-
-    def _bisect(self, batch: Batch) -> float | None:
-        """Green refused the batch's data: dead-letter the bad messages, apply the rest."""
-        started = time.monotonic()
-        self.log.warning("batch refused by green; applying message by message")
-
-        def dead_letter_first(refused: list[tuple[int, psycopg.Error]]) -> None:
-            letters = [Rejected(batch.messages[owner], "apply", err) for owner, err in refused]
-            for _ in letters:
-                self._limit.observe(True)
-            self._dead_letters(letters)
-
-        job = self._executor.submit(self._writer.apply_each, batch, dead_letter_first)
-        if not self._settle(job):
-            return None
-        batch.committed_ms = now_ms()
-        return time.monotonic() - started
-
-    def _dead_letters(self, rejected: list[Rejected]) -> None:
-        sent = 0
-        for letter in rejected:
-            origin = (int(letter.message.partition() or 0), int(letter.message.offset() or 0))
-            if origin in self._dead_lettered:
-                continue  # consumed again after a rewind: written once is enough
-            self._dlq.send(letter.message, letter.step, letter.error)
-            self._dead_lettered.add(origin)
-            sent += 1
-        if sent:
-            self._dlq.flush()
-
-    def _finish(self, batch: Batch, seconds: float) -> None:
-        self._backoff.green.succeeded()
-        self._commit(batch)
-        self._observe(batch, seconds)
-
-    def _commit(self, batch: Batch) -> None:
-        offsets = [TopicPartition(self.topic, p, g.next_offset) for p, g in batch.progress.items()]
-        if not offsets:
-            return
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # Green holds the position already: the partition's next owner starts there.
-            self.log.warning("offset commit failed", error=one_line(exc))
-            return
-        self._ownership.confirm(offsets)
-        if self._dead_lettered:  # those behind green's position are never consumed again
-            committed = self._ownership.committed
-            self._dead_lettered = {
-                (p, o) for p, o in self._dead_lettered if o >= committed.get(p, 0)
-            }
-
-    def _observe(self, batch: Batch, seconds: float) -> None:
-        self.metrics.consumer_batch_seconds.observe(seconds)
-        for op, count in batch.applied_ops.items():
-            self.metrics.consumer_applied.labels(op).inc(count)
-            self.applied += count
-        green_ms = batch.committed_ms or now_ms()
-        for commit_ms in batch.cdc_commit_ms:
-            self.metrics.end_to_end_seconds.observe(max(0, green_ms - commit_ms) / 1000)
-        lsns = [g.src_lsn for g in batch.progress.values() if g.src_lsn]
-        if lsns:
-            self.metrics.consumer_last_lsn.set(max(lsns))
-
     # -- doubt: rewind to green's positions -----------------------------------------------------
 
     def _doubt(self, exc: BaseException) -> None:
@@ -376,13 +245,13 @@ class ConsumerService:
         written: forget everything not durably applied and claim every partition again
         from green's record."""
         delay = self._backoff.rewind_delay(exc)  # raises once a dependency is down too long
-        self.rewinds += 1
-        self._batch = Batch()
+        self._tally.rewinds += 1
+        self._applier.discard()
         self._ownership.rewind(delay)
 
     def _audit_positions(self) -> None:
         """While idle, check green still holds what this consumer applied (Ownership.audit)."""
-        if self._inflight is not None or not self._batch.empty:
+        if not self._applier.idle:
             return
         try:
             self._ownership.audit()
@@ -393,15 +262,15 @@ class ConsumerService:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}
-        if not self._flush():
+        if not self._applier.flush():
             # Green refuses: what came from these partitions is redelivered to their next owner.
-            self._batch.drop_partitions(revoked)
+            self._applier.drop(revoked)
         self._ownership.forget(revoked)
         self.log.info("partitions revoked", partitions=sorted(revoked))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {tp.partition for tp in partitions}
-        self._batch.drop_partitions(lost)
+        self._applier.drop(lost)
         self._ownership.forget(lost)
         self.log.warning("partitions lost", partitions=sorted(lost))
 
@@ -409,7 +278,3 @@ class ConsumerService:
         self._last_lag = time.monotonic()
         self._backoff.probe_kafka(lambda: self._consumer.list_topics(self.topic, timeout=1.0))
         self._ownership.report_lag()
-
-
-class _Refused(Exception):  # noqa: N818 - internal signal, never leaves this module
-    """Green refused a batch on its data (not a transient failure)."""

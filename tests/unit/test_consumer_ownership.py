@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import psycopg
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from bluegreen.core.config import ConsumerSettings, Settings
 from bluegreen.core.logs import get_logger
@@ -16,58 +14,7 @@ from consumers.batch import Batch
 from consumers.ownership import Ownership
 from consumers.positions import Position, PositionMovedError
 from schemas.envelope import Version
-
-TOPIC = "changes"
-FLOOR = Version(0, 0)
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.assigned: set[int] = set()
-        self.paused: set[int] = set()
-        self.seeks: dict[int, int] = {}
-        self.unseekable: set[int] = set()
-        self.high: dict[int, int] = {}
-
-    def assignment(self) -> list[TopicPartition]:
-        return [TopicPartition(TOPIC, p) for p in sorted(self.assigned)]
-
-    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
-        self.assigned.update(tp.partition for tp in partitions)
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        self.paused.update(tp.partition for tp in partitions)
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        self.paused.difference_update(tp.partition for tp in partitions)
-
-    def seek(self, partition: TopicPartition) -> None:
-        if partition.partition in self.unseekable:
-            raise KafkaException(KafkaError(KafkaError._STATE, "not yet"))
-        self.seeks[partition.partition] = partition.offset
-
-    def get_watermark_offsets(
-        self, partition: TopicPartition, timeout: float = -1, cached: bool = False
-    ) -> tuple[int, int]:
-        if partition.partition not in self.high:
-            raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION, "no"))
-        return 0, self.high[partition.partition]
-
-
-class FakeGreen:
-    """Green's positions, and whether it answers."""
-
-    def __init__(self) -> None:
-        self.positions: dict[int, Position] = {}
-        self.down = False
-        self.reads: list[list[int]] = []
-
-    def claim(self, partitions: Iterable[int]) -> dict[int, Position]:
-        wanted = sorted(partitions)
-        self.reads.append(wanted)
-        if self.down:
-            raise psycopg.OperationalError("green is down")
-        return {p: self.positions.get(p, Position(0, FLOOR)) for p in wanted}
+from tests.support.consumer_fakes import FLOOR, TOPIC, FakeConsumer, FakeGreen
 
 
 class Setup:
