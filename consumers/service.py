@@ -6,14 +6,20 @@ which applies it to green in one transaction; then write its dead letters' acks 
 commit its offsets. Offsets are never committed before green committed (auto-commit
 is refused by the client factory).
 
-Where a partition starts is green's record (consumers/positions.py), read when the
-partition is *claimed*: at assignment, and again after any doubt. Doubt is a failed
-green connection (a transaction the client saw commit may be lost: green commits
-asynchronously) or a batch whose position check failed (someone else applied the
-partition, or green lost transactions). Then the consumer *rewinds*: it drops every
-batch not durably applied, pauses its partitions, and — once green answers — seeks
-each to green's stored position and resumes. Nothing is retried from memory, so
-nothing a crash lost can be skipped.
+The service wires three parts and runs the loop and the per-message steps:
+
+* consumers/ownership.py — which partitions are claimed and from where (green's
+  record, consumers/positions.py), truncate floors, the rewind on any doubt, the
+  audit of green's positions while idle, lag;
+* consumers/applier.py — the batch being built and the one in flight: dispatch to
+  the apply thread, completion, flush, the split of a refused batch, dead letters
+  (consumers/dead_letters.py), the offset commit;
+* consumers/backoff.py — green and Kafka as the service sees them, and how long
+  each kind of failure waits.
+
+A doubt (a failed green connection, a moved position, dead letters Kafka would not
+take) rewinds: the applier drops every batch not durably applied, ownership pauses
+the partitions and, once green answers, seeks each to green's stored position.
 
 Threads and connections: this thread consumes, builds batches and reads positions
 on its own green connection (rebalance callbacks run here, inside ``consume``);
