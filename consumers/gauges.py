@@ -11,7 +11,7 @@ import time
 import psycopg
 from confluent_kafka import KafkaException
 
-from bluegreen.control import state
+from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.logs import get_logger
@@ -39,12 +39,11 @@ class MigrationGauges:
         self._last = time.monotonic()
         try:
             with db.connect(self._settings.control_dsn, autocommit=True, connect_timeout=3) as conn:
-                exists = conn.execute("SELECT to_regclass('bluegreen.migration')").fetchone()
-                if exists is not None and exists[0] is not None:
-                    current = state.phase(conn)
-                    for phase in state.Phase:
+                if control.migration_exists(conn):
+                    current = control.phase(conn)
+                    for phase in control.Phase:
                         self._metrics.migration_phase.labels(phase.value).set(phase == current)
-                    router = state.router(conn)
+                    router = control.router(conn)
                     self._metrics.reads_on_green.set(router.color == "green")
                     self._metrics.router_epoch.set(router.epoch)
             letters = dlq.counts(
