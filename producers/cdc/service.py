@@ -58,7 +58,7 @@ from producers.cdc.changes import (
 from producers.cdc.pgoutput import decode
 from producers.cdc.stream import Keepalive, ReplicationLostError, ReplicationStream, XLogData
 from producers.writer import KafkaWriter, Token
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec, codec_for
 from schemas.control import HEARTBEAT_PREFIX
 from schemas.envelope import CONNECTOR_CDC, now_ms
 from schemas.fastpath import EnvelopeEncoder
@@ -128,7 +128,7 @@ class CdcService:
         self.source = source
         self.metrics = metrics
         self.log = get_logger(service="cdc", slot=settings.cdc.slot)
-        self._codec = codec or default_codec()
+        self._codec = codec or codec_for(source.avro)
         self._encoder = EnvelopeEncoder(self._codec, source.columns)
         self._producer = producer
         self._stop = threading.Event()

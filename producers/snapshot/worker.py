@@ -54,7 +54,7 @@ from producers.snapshot.deps import (
 from producers.snapshot.heartbeat import CONNECT_TIMEOUT_S, Heartbeat
 from producers.snapshot.reader import BlueSnapshot
 from producers.writer import KafkaWriter, Token
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec, codec_for
 from schemas.envelope import SourceTable, absent_event, now_ms
 from schemas.fastpath import EnvelopeEncoder
 from schemas.source import SourceSpec
@@ -134,7 +134,7 @@ class SnapshotWorker:
         self._producer = producer
         self._writer: KafkaWriter | None = None
         self._kafka_hint: KafkaError | None = None
-        self._codec = codec or default_codec()
+        self._codec = codec or codec_for(source.avro)
         self._encoder = EnvelopeEncoder(self._codec, source.columns)
         self._snapshot: BlueSnapshot | None = None
         self._in_flight: dict[Token, _InFlight] = {}
@@ -346,7 +346,7 @@ class SnapshotWorker:
         natural = [spec.names.index(c) for c in spec.natural_key]
         batch: list[dict[str, bytes]] = []
         for values in source:
-            batch.append({"key": values[key_position].encode(), "value": encode(values)})
+            batch.append({"key": str(values[key_position]).encode(), "value": encode(values)})
             if len(batch) == _BATCH:
                 self._writer_or_fail().send_batch(token, batch)
                 rows += len(batch)
