@@ -92,9 +92,12 @@ class _Aggregate:
     newest_lsn: int = 0  # newest version green shows for this aggregate
 
     def digests(self, tables: Sequence[GreenTable], expected: Any, actual: Any) -> None:
+        """Feed both sides' digests. Blue's rows the transform rejects are part of the
+        expected side (green can never hold them), so their range is always compared."""
         for side, rows in ((expected, self.expected), (actual, self.actual)):
             found = [sorted(rows.get(t.name, {}).items(), key=_part_order) for t in tables]
-            side.update(repr((self.sku, found)).encode())
+            rejected = self.unmappable if side is expected else []
+            side.update(repr((self.sku, found, rejected)).encode())
 
     def differences(self, spec: VerifySpec, source_table: str) -> list[Difference]:
         found = [
