@@ -3,7 +3,7 @@
 The transaction first locks its partitions' positions and checks they are where the
 batch starts (consumers/positions.py: the serialization and fencing of appliers);
 rows are then staged with one binary COPY and applied with set-based statements
-(the domain's version-guarded upsert and derivation); the partitions' positions —
+(the domain's version-guarded upsert and derivation, ``Domain.apply``); the partitions' positions —
 next Kafka offset, newest source LSN and commit time, last fence — are written in
 the same transaction, so green always knows exactly what it holds.
 
@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from bluegreen.core import db
 from consumers import positions
 from consumers.batch import Batch, PartitionProgress
-from schemas.catalog import green_apply
+from schemas.domain import Domain
 from schemas.envelope import Version
 
 TRANSIENT = (
@@ -48,10 +48,19 @@ ON CONFLICT (topic, partition) DO UPDATE SET
 """
 
 
+def create_green(dsn: SecretStr, domain: Domain) -> None:
+    """Green's tables: the domain's, and the engine's positions (both idempotent)."""
+    domain.create_green(dsn)
+    positions.create_table(dsn)
+
+
 class GreenWriter:
-    def __init__(self, dsn: SecretStr, topic: str) -> None:
+    def __init__(self, dsn: SecretStr, topic: str, domain: Domain) -> None:
         self._dsn = dsn
         self.topic = topic
+        self._stage = domain.stage
+        self._sql = domain.apply
+        self._copy_sql = domain.stage.copy()
         self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:
@@ -67,7 +76,8 @@ class GreenWriter:
                 self._dsn, connect_timeout=5, options="-c synchronous_commit=off -c jit=off"
             )
             db.send_str_as_jsonb_text(self._conn)
-            self._conn.execute(green_apply.STAGE_DDL)
+            for statement in (self._stage.ddl(), *self._sql.setup):
+                self._conn.execute(statement)
             self._conn.commit()
         return self._conn
 
@@ -124,7 +134,7 @@ class GreenWriter:
                         with conn.transaction():  # a savepoint
                             self._copy(conn, rows)
                             self._derive(conn)
-                            conn.execute("TRUNCATE stage_listing, touched_sku")
+                            conn.execute(self._sql.clear)
                     except psycopg.errors.DataError as exc:
                         refused.append((owner, exc))
                     except psycopg.errors.IntegrityError as exc:
@@ -136,17 +146,14 @@ class GreenWriter:
             raise
         return refused
 
-    @staticmethod
-    def _copy(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
-        with conn.cursor().copy(green_apply.COPY_STAGE) as copy:
-            copy.set_types(green_apply.STAGE_TYPES)
+    def _copy(self, conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
+        with conn.cursor().copy(self._copy_sql) as copy:
+            copy.set_types(self._stage.copy_types)
             for row in rows:
                 copy.write_row(row)
 
-    @staticmethod
-    def _derive(conn: psycopg.Connection) -> None:
-        conn.execute(green_apply.APPLY_RECORDS)
-        for statement in green_apply.DERIVE_PRODUCTS:
+    def _derive(self, conn: psycopg.Connection) -> None:
+        for statement in self._sql.apply:
             conn.execute(statement)
 
     def _positions(
@@ -177,10 +184,10 @@ class GreenWriter:
             with conn.transaction():
                 positions.lock(conn, self.topic, {partition: expected})
                 conn.execute(
-                    green_apply.TRUNCATE_PARTITION,
+                    self._sql.truncate,
                     {"partition": partition, "lsn": version.lsn, "seq": version.seq},
                 )
-                for statement in (*green_apply.RELIST, *green_apply.DERIVE_PRODUCTS):
+                for statement in self._sql.after_truncate:
                     conn.execute(statement)
                 self._positions(conn, [(partition, progress)])
                 conn.execute(

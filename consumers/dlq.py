@@ -10,9 +10,11 @@ window or in a row — because a bad deploy must not dead-letter the catalog.
 
 Which dead letters are still open is a Kafka fact: the replay group's committed
 offsets on the dead-letter topic. An open letter is *superseded* when green has
-since applied a newer version of every listing key its change would touch (the
-row was fixed in blue and the fix went through): replaying it would change
-nothing, or fail the same way again. Superseded letters do not block a cutover.
+since applied a newer version of every key its change would touch (the row was
+fixed in blue and the fix went through): replaying it would change nothing, or
+fail the same way again. Superseded letters do not block a cutover. Which keys a
+change touches and what green holds of them is the domain's to say
+(``Domain.superseded``); a domain that says nothing has no superseded letters.
 `bluegreen dlq replay` re-submits the other open ones to the change topic (their
 key keeps them on their partition, the version guard applies as for any change),
 skips the superseded ones, and then commits past both.
@@ -33,8 +35,8 @@ from bluegreen.core.config import ConsumerSettings, KafkaSettings
 from bluegreen.core.errors import BluegreenError, SerializationError
 from bluegreen.core.kafka import make_admin, make_consumer, make_producer
 from bluegreen.core.metrics import Metrics
-from schemas.catalog.superseded import VersionedKey, listing_keys, newer_in_green
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec
+from schemas.domain import Domain, Supersession, VersionedKey
 from schemas.envelope import version_of
 
 HEADER = "bluegreen."
@@ -240,21 +242,27 @@ def open_count(kafka: KafkaSettings, consumer_group: str, timeout_s: float = 10.
 
 
 def classify(
-    letters: Sequence[DeadLetter], green_dsn: SecretStr, codec: Codec | None = None
+    letters: Sequence[DeadLetter],
+    green_dsn: SecretStr,
+    domain: Domain,
+    codec: Codec | None = None,
 ) -> list[DeadLetter]:
-    """The letters, each marked superseded when green holds every listing key its change
+    """The letters, each marked superseded when green holds every key its change
     would touch at a strictly newer version. One query to green for them all; a letter
-    that does not decode, or names no listing key, is never superseded."""
-    codec = codec or default_codec()
+    that does not decode, or names no key, is never superseded."""
+    supersession = domain.superseded
+    if supersession is None:
+        return list(letters)
+    codec = codec or domain.codec()
     wanted: dict[int, list[VersionedKey]] = {}
     for index, letter in enumerate(letters):
-        keys = _versioned_keys(letter, codec)
+        keys = _versioned_keys(letter, codec, supersession)
         if keys:
             wanted[index] = keys
     if not wanted:
         return list(letters)
     with db.connect(green_dsn, autocommit=True, connect_timeout=5) as green:
-        newer = newer_in_green(green, {k for keys in wanted.values() for k in keys})
+        newer = supersession.newer_in_green(green, {k for keys in wanted.values() for k in keys})
     return [
         replace(letter, superseded=True)
         if index in wanted and all(k in newer for k in wanted[index])
@@ -263,18 +271,20 @@ def classify(
     ]
 
 
-def _versioned_keys(letter: DeadLetter, codec: Codec) -> list[VersionedKey] | None:
+def _versioned_keys(
+    letter: DeadLetter, codec: Codec, supersession: Supersession
+) -> list[VersionedKey] | None:
     if letter.value is None:
         return None
     try:
         event = codec.decode(letter.value)
     except SerializationError:
         return None
-    keys = listing_keys(event)
+    keys = supersession.keys(event)
     if not keys:
         return None
     version = version_of(event)
-    return [(sku, channel, version.lsn, version.seq) for sku, channel in keys]
+    return [(*key, version.lsn, version.seq) for key in keys]
 
 
 @dataclass(frozen=True)
@@ -287,13 +297,15 @@ def counts(
     kafka: KafkaSettings,
     consumer_group: str,
     green_dsn: SecretStr,
+    domain: Domain,
+    *,
     timeout_s: float = 10.0,
     scan_limit: int | None = None,
 ) -> DlqCounts:
     """Open and superseded dead letters. Only the first `scan_limit` are read and
     classified; any others (and any not read within the timeout) count as open."""
     letters, total = read_open(kafka, consumer_group, scan_limit, timeout_s)
-    superseded = sum(letter.superseded for letter in classify(letters, green_dsn))
+    superseded = sum(letter.superseded for letter in classify(letters, green_dsn, domain))
     return DlqCounts(open=total - superseded, superseded=superseded)
 
 
@@ -304,11 +316,16 @@ class ReplayReport:
 
 
 def replay_open(
-    kafka: KafkaSettings, consumer_group: str, green_dsn: SecretStr, timeout_s: float = 30.0
+    kafka: KafkaSettings,
+    consumer_group: str,
+    green_dsn: SecretStr,
+    domain: Domain,
+    timeout_s: float = 30.0,
 ) -> ReplayReport:
     """The operator's replay: re-submit the open letters that are not superseded, skip
     the superseded ones (they would change nothing, or fail again), mark all replayed."""
-    letters = classify(open_dead_letters(kafka, consumer_group, timeout_s=timeout_s), green_dsn)
+    letters = open_dead_letters(kafka, consumer_group, timeout_s=timeout_s)
+    letters = classify(letters, green_dsn, domain)
     replayed = _replay(kafka, consumer_group, letters, timeout_s)
     return ReplayReport(replayed=replayed, superseded=len(letters) - replayed)
 

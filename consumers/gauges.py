@@ -17,6 +17,7 @@ from bluegreen.core.config import Settings
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics
 from consumers import dlq
+from schemas.domain import Domain
 
 # The refresh runs in the consumer's loop: it reads and classifies at most this many open
 # dead letters; beyond that they count as open (the cutover gate reads them all).
@@ -24,8 +25,11 @@ _DLQ_SCAN_LIMIT = 2_000
 
 
 class MigrationGauges:
-    def __init__(self, settings: Settings, metrics: Metrics, interval_s: float = 10.0) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, domain: Domain, interval_s: float = 10.0
+    ) -> None:
         self._settings = settings
+        self._domain = domain
         self._metrics = metrics
         self._interval_s = interval_s
         self._last = 0.0
@@ -50,6 +54,7 @@ class MigrationGauges:
                 self._settings.kafka,
                 self._settings.consumer.group_id,
                 self._settings.green_dsn,
+                self._domain,
                 timeout_s=3,
                 scan_limit=_DLQ_SCAN_LIMIT,
             )

@@ -22,6 +22,9 @@ holds the offset the batch starts from.
   partition meanwhile (a zombie consumer, the partition's new owner) or green lost
   transactions in a crash. Nothing of the batch is applied (``PositionMoved``) and the
   consumer rewinds the partitions to green's positions.
+
+The table is the engine's, whatever the domain: ``create_table`` makes it (the domain
+creates its own tables, ``Domain.create_green``).
 """
 
 from __future__ import annotations
@@ -56,6 +59,36 @@ class PositionMovedError(Exception):
             f"partition {p} at {'nothing' if o is None else o}" for p, o in sorted(moved.items())
         )
         super().__init__(f"green's positions moved: {described}")
+
+
+# Services start together (two consumers, say): one creates the table, the others wait.
+_DDL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('bluegreen-ddl'))"
+DDL = """
+CREATE SCHEMA IF NOT EXISTS sync;
+CREATE TABLE IF NOT EXISTS sync.apply_position (
+    topic text NOT NULL,
+    partition integer NOT NULL,
+    next_offset bigint NOT NULL,
+    src_lsn bigint DEFAULT 0 NOT NULL,
+    src_ts_ms bigint DEFAULT 0 NOT NULL,
+    fence_id text,
+    fence_lsn bigint,
+    -- After a TRUNCATE at version (floor_lsn, floor_seq), older changes on this
+    -- partition are ignored: a late snapshot row cannot bring back a truncated row.
+    floor_lsn bigint DEFAULT 0 NOT NULL,
+    floor_seq integer DEFAULT 0 NOT NULL,
+    updated_at timestamptz DEFAULT now() NOT NULL,
+    PRIMARY KEY (topic, partition)
+);
+"""
+
+
+def create_table(dsn: SecretStr) -> None:
+    """Create green's position table (idempotent; concurrent callers wait for one)."""
+    with db.connect(dsn) as conn:
+        conn.execute(_DDL_LOCK)
+        conn.execute(DDL)
+        conn.commit()
 
 
 _CLAIM = """

@@ -48,7 +48,7 @@ from bluegreen.core.kafka import ensure_topic, make_consumer
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics
 from consumers.applier import Applier, Tally
-from consumers.apply import TRANSIENT, GreenWriter
+from consumers.apply import TRANSIENT, GreenWriter, create_green
 from consumers.backoff import Backoff
 from consumers.batch import Batch, PartitionProgress, Rejected
 from consumers.dead_letters import DeadLetters
@@ -57,27 +57,30 @@ from consumers.gauges import MigrationGauges
 from consumers.ownership import Ownership
 from consumers.positions import PositionMovedError, PositionReader
 from consumers.steps import decode, transform_rows, validate
-from schemas.catalog.ddl import create_green
-from schemas.catalog.validation import InvalidRowError
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec
 from schemas.control import Fence, Heartbeat, Truncate, control_of
+from schemas.domain import Domain
 from schemas.envelope import Version
+from schemas.stage import InvalidRowError
 
 _IDLE_POLL_S = 0.05  # an empty batch waits this long for its first messages
 
 
 class ConsumerService:
-    def __init__(self, settings: Settings, metrics: Metrics, *, codec: Codec | None = None):
+    def __init__(
+        self, settings: Settings, domain: Domain, metrics: Metrics, *, codec: Codec | None = None
+    ):
         self.settings = settings
+        self.domain = domain
         self.options = settings.consumer
         self.topic = settings.kafka.topic
         self.metrics = metrics
         self.log = get_logger(service="consume", group=settings.consumer.group_id)
-        self._codec = codec or default_codec()
+        self._codec = codec or domain.codec()
         self._stop = threading.Event()
         self._limit = DlqLimit(self.options)
         self._last_lag = 0.0
-        self._gauges = MigrationGauges(settings, metrics)
+        self._gauges = MigrationGauges(settings, metrics, domain)
         self._backoff = Backoff(settings, metrics)
         self._tally = Tally()
 
@@ -101,14 +104,16 @@ class ConsumerService:
         settings = self.settings
         connect_errors = (psycopg.OperationalError,)
         green, kafka = self._backoff.green, self._backoff.kafka
-        green.call(lambda: create_green(settings.green_dsn), connect_errors, self._stop)
+        green.call(
+            lambda: create_green(settings.green_dsn, self.domain), connect_errors, self._stop
+        )
         for topic in (self.topic, settings.kafka.dlq_topic):
             kafka.call(
                 lambda t=topic: ensure_topic(settings.kafka, t, settings.kafka.partitions),  # type: ignore[misc]
                 (KafkaException,),
                 self._stop,
             )
-        self._writer = GreenWriter(settings.green_dsn, self.topic)  # the apply thread's
+        self._writer = GreenWriter(settings.green_dsn, self.topic, self.domain)  # apply thread's
         self._reader = PositionReader(settings.green_dsn, self.topic)  # this thread's
         self._dlq = DlqWriter(settings.kafka, self.metrics)
         self._consumer: Consumer = make_consumer(settings.kafka, self.options.group_id)
@@ -217,12 +222,12 @@ class ConsumerService:
             self._limit.observe(False)  # older than a TRUNCATE of blue: nothing to apply
             return
         try:
-            rows = transform_rows(event, partition)
+            rows = transform_rows(self.domain, event, partition)
         except TransformError as exc:
             self._reject(message, "transform", exc)
             return
         try:
-            validate(rows)
+            validate(self.domain, rows)
         except InvalidRowError as exc:
             self._reject(message, "validate", exc)
             return

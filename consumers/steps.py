@@ -10,10 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from bluegreen.core.errors import SerializationError
-from schemas.catalog.green_apply import stage_row
-from schemas.catalog.transform import transform
-from schemas.catalog.validation import validate_row
 from schemas.codec import Codec
+from schemas.domain import Domain
 
 
 def decode(codec: Codec, value: bytes | None) -> dict[str, Any]:
@@ -23,12 +21,14 @@ def decode(codec: Codec, value: bytes | None) -> dict[str, Any]:
     return codec.decode(value)
 
 
-def transform_rows(event: dict[str, Any], partition: int) -> list[tuple[Any, ...]]:
+def transform_rows(domain: Domain, event: dict[str, Any], partition: int) -> list[tuple[Any, ...]]:
     """Step 2: the domain's pure transform, staged as the rows green will receive."""
-    return [stage_row(op, partition) for op in transform(event)]
+    stage_row = domain.stage_row
+    return [stage_row(op, partition) for op in domain.transform(event)]
 
 
-def validate(rows: list[tuple[Any, ...]]) -> None:
+def validate(domain: Domain, rows: list[tuple[Any, ...]]) -> None:
     """Step 3: every row must fit green's columns (InvalidRowError names the column)."""
+    check = domain.stage.validate
     for row in rows:
-        validate_row(row)
+        check(row)

@@ -13,6 +13,7 @@ from bluegreen.core.config import Settings
 from consumers import dlq
 from cutover import fence
 from cutover.verify import VerifyReport, verify
+from schemas.domain import Domain
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,12 @@ def snapshot_done(settings: Settings) -> Gate:
     return Gate("snapshot complete", ok, figure)
 
 
-def dlq_empty(settings: Settings) -> Gate:
+def dlq_empty(settings: Settings, domain: Domain) -> Gate:
     """No open dead letter, superseded ones aside: green already holds newer versions of
     every key those would touch."""
     name = "dead-letter queue empty"
     try:
-        found = dlq.counts(settings.kafka, settings.consumer.group_id, settings.green_dsn)
+        found = dlq.counts(settings.kafka, settings.consumer.group_id, settings.green_dsn, domain)
     except psycopg.Error as exc:
         waiting = dlq.open_count(settings.kafka, settings.consumer.group_id)
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -71,9 +72,11 @@ def lag_zero(settings: Settings, timeout_s: float) -> Gate:
     return Gate("lag zero end to end", progress.done, figure)
 
 
-def verification_clean(settings: Settings, timeout_s: float) -> tuple[Gate, VerifyReport | None]:
+def verification_clean(
+    settings: Settings, domain: Domain, timeout_s: float
+) -> tuple[Gate, VerifyReport | None]:
     try:
-        report = verify(settings, wait_for=fence.waiter(settings, timeout_s))
+        report = verify(settings, domain, wait_for=fence.waiter(settings, timeout_s))
     except fence.FenceTimeoutError as exc:
         return Gate("verification clean", False, f"could not verify: {exc}"), None
     record(settings, report)

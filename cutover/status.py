@@ -19,6 +19,7 @@ from bluegreen.core.config import Settings
 from bluegreen.core.kafka import make_admin, make_consumer
 from consumers import dlq
 from producers.blue_setup import SlotHealth, slot_health
+from schemas.domain import Domain
 
 
 @dataclass
@@ -57,12 +58,12 @@ class Status:
         return data
 
 
-def collect(settings: Settings) -> Status:
+def collect(settings: Settings, domain: Domain) -> Status:
     status = Status(collected_at=datetime.now().astimezone())
     _part(status, "control database", lambda: _control(settings, status))
     _part(status, "blue", lambda: _blue(settings, status))
     _part(status, "kafka", lambda: _kafka(settings, status))
-    _part(status, "dead letters", lambda: _dead_letters(settings, status))
+    _part(status, "dead letters", lambda: _dead_letters(settings, domain, status))
     return status
 
 
@@ -130,6 +131,6 @@ def _kafka(settings: Settings, status: Status) -> None:
         consumer.close()
 
 
-def _dead_letters(settings: Settings, status: Status) -> None:
-    found = dlq.counts(settings.kafka, settings.consumer.group_id, settings.green_dsn)
+def _dead_letters(settings: Settings, domain: Domain, status: Status) -> None:
+    found = dlq.counts(settings.kafka, settings.consumer.group_id, settings.green_dsn, domain)
     status.dlq_open, status.dlq_superseded = found.open, found.superseded

@@ -18,6 +18,7 @@ from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
 from cutover import gates
+from schemas.domain import Domain
 
 
 class CutoverRefusedError(BluegreenError):
@@ -50,17 +51,18 @@ class CutoverReport:
         }
 
 
-def evaluate(settings: Settings, timeout_s: float) -> list[gates.Gate]:
+def evaluate(settings: Settings, domain: Domain, timeout_s: float) -> list[gates.Gate]:
     """Every gate, in order, each with its figure (none is skipped: a full picture)."""
-    checks = [gates.snapshot_done(settings), gates.dlq_empty(settings)]
+    checks = [gates.snapshot_done(settings), gates.dlq_empty(settings, domain)]
     checks.append(gates.lag_zero(settings, timeout_s))
-    verified, _report = gates.verification_clean(settings, timeout_s)
+    verified, _report = gates.verification_clean(settings, domain, timeout_s)
     checks.append(verified)
     return checks
 
 
 def cutover(
     settings: Settings,
+    domain: Domain,
     *,
     timeout_s: float,
     dry_run: bool = False,
@@ -72,7 +74,7 @@ def cutover(
     started = time.monotonic()
     with db.connect(settings.control_dsn) as conn:
         control.ensure_schema(conn)
-    report = CutoverReport(gates=evaluate(settings, timeout_s))
+    report = CutoverReport(gates=evaluate(settings, domain, timeout_s))
     report.seconds = time.monotonic() - started
     if dry_run:
         return report

@@ -1,11 +1,15 @@
 """Verification: is green exactly transform(blue)? Every key, not a sample.
 
 Blue is read at a consistent snapshot (a temporary slot's, like a snapshot
-worker's) and green in the same key order; both are cut into ranges of SKUs. A
-range whose two digests agree is done; inside a range that differs, products and
-listings are compared row by row and every difference is named: missing (blue
-has it, green does not), extra (green has it, blue does not), different (the
-fields that differ), unmappable (a blue row the transform rejects).
+worker's) and green in the same key order; both are cut into ranges of aggregates
+(the catalog's SKUs). A range whose two digests agree is done; inside a range that
+differs, green's rows are compared row by row and every difference is named:
+missing (blue has it, green does not), extra (green has it, blue does not),
+different (the fields that differ), unmappable (a blue row the transform rejects).
+
+What is compared is the domain's (``Domain.verify``): which green tables and
+fields, what one aggregate's blue rows should become, where green's versioned
+records are. The queries are built here from those declarations.
 
 With CDC running, a fence written after the snapshot and applied on every
 partition proves green holds every change up to the snapshot; a SKU that green
@@ -16,42 +20,31 @@ the next round, on a newer snapshot.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from bluegreen.core import db
 from bluegreen.core.config import Settings
-from bluegreen.core.errors import TransformError
 from producers.snapshot.reader import BlueSnapshot
-from schemas.catalog import SOURCE
-from schemas.catalog.blue import COLUMNS
-from schemas.catalog.transform import Listing, Product, derive_product, listing_of, listing_upsert
+from schemas.domain import Domain, GreenTable, VerifySpec
 from schemas.envelope import Version
-
-_BLUE_QUERY = (
-    f"SELECT {', '.join(c if c != 'attributes' else 'attributes::text' for c in COLUMNS)} "
-    f"FROM {SOURCE.qualified} ORDER BY sku, channel"
-)
-_PRODUCTS = (
-    "SELECT sku, product_type, name, description, attributes, primary_channel, created_at, "
-    "updated_at, src_lsn FROM catalog.product {where} ORDER BY sku"
-)
-_LISTINGS = (
-    "SELECT sku, channel, price, currency, stock, published, created_at, updated_at, src_lsn "
-    "FROM catalog.channel_listing {where} ORDER BY sku, channel"
-)
 
 
 @dataclass(frozen=True)
 class Difference:
+    """One difference. `sku` is the aggregate's key (the catalog's SKU), `channel` the
+    row's part within it (None for a one-row-per-aggregate table); the names are the
+    catalog's because reports and the control database's records carry them."""
+
     sku: str
     kind: str  # missing | extra | different | unmappable
-    table: str  # product | channel_listing | legacy_product
+    table: str  # a green table's name, or the source table for unmappable rows
     channel: str | None = None
     fields: tuple[str, ...] = ()
     detail: str = ""
@@ -59,6 +52,9 @@ class Difference:
 
 @dataclass
 class VerifyReport:
+    """Figures of one verification. `skus` counts aggregates, `products` the rows of
+    the domain's first green table, `listings` those of the others."""
+
     snapshot_lsn: int
     ranges: int = 0
     ranges_differing: int = 0
@@ -74,10 +70,10 @@ class VerifyReport:
     def clean(self) -> bool:
         return not self.differences and not self.unsettled
 
-    def keys(self) -> list[tuple[str, str]]:
-        """Natural keys (sku, channel) to re-snapshot for a repair: every channel of each SKU."""
+    def keys(self, domain: Domain) -> list[tuple[Any, ...]]:
+        """Natural keys to re-snapshot for a repair: all of each differing aggregate's."""
         skus = sorted({d.sku for d in self.differences} | set(self.unsettled))
-        return [(sku, channel) for sku in skus for channel in ("US", "GB", "EU")]
+        return [key for sku in skus for key in domain.verify.repair_keys(sku)]
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -85,131 +81,98 @@ class VerifyReport:
         return data
 
 
-# -- canonical rows ------------------------------------------------------------------------------
-
-# Attributes compared as key-sorted JSON; one encoder, not one per json.dumps call.
-_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
-
-
-def _product_key(p: Product) -> tuple[Any, ...]:
-    return (
-        p.sku,
-        p.product_type,
-        p.name,
-        p.description,
-        _canonical_json(p.attributes),
-        p.primary_channel,
-        p.created_at,
-        p.updated_at,
-    )
-
-
-_PRODUCT_FIELDS = (
-    "sku",
-    "product_type",
-    "name",
-    "description",
-    "attributes",
-    "primary_channel",
-    "created_at",
-    "updated_at",
-)
-_LISTING_FIELDS = (
-    "sku",
-    "channel",
-    "price",
-    "currency",
-    "stock",
-    "published",
-    "created_at",
-    "updated_at",
-)
-
-
-def _listing_key(item: Listing) -> tuple[Any, ...]:
-    return tuple(getattr(item, f) for f in _LISTING_FIELDS)
-
-
 @dataclass
-class _Sku:
-    """What one SKU should be (from blue) and is (in green)."""
+class _Aggregate:
+    """What one aggregate should be (from blue) and is (in green), per green table."""
 
     sku: str
-    expected_product: tuple[Any, ...] | None = None
-    expected_listings: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    expected: dict[str, dict[Any, tuple[Any, ...]]] = field(default_factory=dict)
     unmappable: list[str] = field(default_factory=list)
-    product: tuple[Any, ...] | None = None
-    listings: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    newest_lsn: int = 0  # newest version green shows for this SKU
+    actual: dict[str, dict[Any, tuple[Any, ...]]] = field(default_factory=dict)
+    newest_lsn: int = 0  # newest version green shows for this aggregate
 
-    def expected_digest(self, h: Any) -> None:
-        h.update(
-            repr((self.sku, self.expected_product, sorted(self.expected_listings.items()))).encode()
-        )
+    def digests(self, tables: Sequence[GreenTable], expected: Any, actual: Any) -> None:
+        """Feed both sides' digests. Blue's rows the transform rejects are part of the
+        expected side (green can never hold them), so their range is always compared."""
+        for side, rows in ((expected, self.expected), (actual, self.actual)):
+            found = [sorted(rows.get(t.name, {}).items(), key=_part_order) for t in tables]
+            rejected = self.unmappable if side is expected else []
+            side.update(repr((self.sku, found, rejected)).encode())
 
-    def actual_digest(self, h: Any) -> None:
-        h.update(repr((self.sku, self.product, sorted(self.listings.items()))).encode())
-
-    def differences(self) -> list[Difference]:
+    def differences(self, spec: VerifySpec, source_table: str) -> list[Difference]:
         found = [
-            Difference(self.sku, "unmappable", "legacy_product", detail=r) for r in self.unmappable
+            Difference(self.sku, "unmappable", source_table, detail=r) for r in self.unmappable
         ]
-        found += _compare(
-            self.sku,
-            "product",
-            None,
-            expected=self.expected_product,
-            actual=self.product,
-            names=_PRODUCT_FIELDS,
-        )
-        for channel in sorted(set(self.expected_listings) | set(self.listings)):
-            found += _compare(
-                self.sku,
-                "channel_listing",
-                channel,
-                expected=self.expected_listings.get(channel),
-                actual=self.listings.get(channel),
-                names=_LISTING_FIELDS,
-            )
+        for table in spec.tables:
+            expected = self.expected.get(table.name, {})
+            actual = self.actual.get(table.name, {})
+            for part in sorted(set(expected) | set(actual), key=_part_key):
+                found += _compare(
+                    self.sku,
+                    table,
+                    part,
+                    expected=expected.get(part),
+                    actual=actual.get(part),
+                )
         return found
+
+
+def _part_key(part: Any) -> str:
+    return "" if part is None else str(part)
+
+
+def _part_order(item: tuple[Any, tuple[Any, ...]]) -> str:
+    return _part_key(item[0])
 
 
 def _compare(
     sku: str,
-    table: str,
-    channel: str | None,
+    table: GreenTable,
+    part: Any,
     *,
     expected: tuple[Any, ...] | None,
     actual: tuple[Any, ...] | None,
-    names: tuple[str, ...],
 ) -> list[Difference]:
     if expected == actual:
         return []
     if actual is None:
-        return [Difference(sku, "missing", table, channel)]
+        return [Difference(sku, "missing", table.name, part)]
     if expected is None:
-        return [Difference(sku, "extra", table, channel)]
+        return [Difference(sku, "extra", table.name, part)]
+    names = table.fields
     fields = tuple(n for n, e, a in zip(names, expected, actual, strict=True) if e != a)
     detail = "; ".join(
         f"{n}: blue says {e!r}, green has {a!r}"
         for n, e, a in zip(names, expected, actual, strict=True)
         if e != a
     )
-    return [Difference(sku, "different", table, channel, fields, detail[:500])]
+    return [Difference(sku, "different", table.name, part, fields, detail[:500])]
 
 
-# -- the two sides, in SKU order -----------------------------------------------------------------
+# -- the two sides, in aggregate order -----------------------------------------------------------
 
 
-def _blue_skus(snapshot: BlueSnapshot) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+def _blue_query(domain: Domain) -> sql.Composed:
+    """Blue's rows as a decoded envelope carries them, in aggregate then natural-key order."""
+    source = domain.source
+    order = (source.aggregate_key, *(k for k in source.natural_key if k != source.aggregate_key))
+    return sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
+        source.plain_select(), source.table_sql, sql.SQL(", ").join(map(sql.Identifier, order))
+    )
+
+
+def _blue_aggregates(
+    snapshot: BlueSnapshot, domain: Domain
+) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    names, key = domain.source.names, domain.source.aggregate_key
     current: str | None = None
     rows: list[dict[str, Any]] = []
-    for values in snapshot.stream(_BLUE_QUERY):
-        row = dict(zip(COLUMNS, values, strict=True))
-        if row["sku"] != current:
+    for values in snapshot.stream(_blue_query(domain)):
+        row = dict(zip(names, values, strict=True))
+        if row[key] != current:
             if current is not None:
                 yield current, rows
-            current, rows = row["sku"], []
+            current, rows = row[key], []
         rows.append(row)
     if current is not None:
         yield current, rows
@@ -228,47 +191,36 @@ def _grouped(cursor: Iterator[tuple[Any, ...]]) -> Iterator[tuple[str, list[tupl
         yield current, rows
 
 
-def _expected(state: _Sku, rows: list[dict[str, Any]], version: Version) -> None:
-    upserts = []
+def _actual(state: _Aggregate, table: GreenTable, rows: list[tuple[Any, ...]]) -> None:
+    held = state.actual.setdefault(table.name, {})
     for row in rows:
-        try:
-            upserts.append(listing_upsert(row, version))
-        except TransformError as exc:
-            state.unmappable.append(str(exc))
-    product = derive_product(upserts)
-    state.expected_product = _product_key(product) if product else None
-    state.expected_listings = {u.channel: _listing_key(listing_of(u)) for u in upserts}
+        values = row[:-1]
+        held[None if table.part is None else values[table.part]] = (
+            table.normalize(values) if table.normalize else tuple(values)
+        )
+        state.newest_lsn = max(state.newest_lsn, row[-1])
 
 
 def _merge(
+    spec: VerifySpec,
     blue: Iterator[tuple[str, list[dict[str, Any]]]],
-    products: Iterator[tuple[str, list[tuple[Any, ...]]]],
-    listings: Iterator[tuple[str, list[tuple[Any, ...]]]],
+    green: list[Iterator[tuple[str, list[tuple[Any, ...]]]]],
     version: Version,
-) -> Iterator[_Sku]:
-    """One _Sku per SKU found on either side, in SKU order (a three-way merge)."""
-    sources: list[Iterator[tuple[str, Any]]] = [blue, products, listings]
+) -> Iterator[_Aggregate]:
+    """One _Aggregate per key found on either side, in key order (a k-way merge)."""
+    sources: list[Iterator[tuple[str, Any]]] = [blue, *green]
     heads: list[tuple[str, Any] | None] = [next(s, None) for s in sources]
     while any(h is not None for h in heads):
-        sku = min(h[0] for h in heads if h is not None)
-        state = _Sku(sku)
+        key = min(h[0] for h in heads if h is not None)
+        state = _Aggregate(key)
         for index, head in enumerate(heads):
-            if head is None or head[0] != sku:
+            if head is None or head[0] != key:
                 continue
             if index == 0:
-                _expected(state, head[1], version)
-            elif index == 1:
-                row = head[1][0]
-                state.product = (
-                    *row[:4],
-                    _canonical_json(row[4]),
-                    *row[5:8],
-                )
-                state.newest_lsn = max(state.newest_lsn, row[8])
+                expected = spec.expected(head[1], version)
+                state.expected, state.unmappable = expected.rows, expected.unmappable
             else:
-                for row in head[1]:
-                    state.listings[row[1]] = tuple(row[:8])
-                    state.newest_lsn = max(state.newest_lsn, row[8])
+                _actual(state, spec.tables[index - 1], head[1])
             heads[index] = next(sources[index], None)
         yield state
 
@@ -278,78 +230,87 @@ def _merge(
 
 def _round(
     settings: Settings,
+    domain: Domain,
     range_size: int,
     only: set[str] | None,
     wait_for: Callable[[int], None] | None,
-) -> tuple[VerifyReport, list[_Sku]]:
+) -> tuple[VerifyReport, list[_Aggregate]]:
+    spec = domain.verify
     snapshot = BlueSnapshot(
-        settings.blue_dsn, SOURCE, create_timeout_s=settings.snapshot.slot_create_timeout_s
+        settings.blue_dsn, domain.source, create_timeout_s=settings.snapshot.slot_create_timeout_s
     )
     try:
         snapshot_version = snapshot.version
         if wait_for is not None:
             wait_for(snapshot_version.lsn)  # green holds every change before the snapshot
         report = VerifyReport(snapshot_lsn=snapshot_version.lsn)
-        differing: list[_Sku] = []
+        differing: list[_Aggregate] = []
         with db.connect(settings.green_dsn, options="-c TimeZone=UTC") as green:
             green.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            where = "WHERE sku = ANY(%(only)s)" if only is not None else ""
             params = {"only": sorted(only)} if only is not None else None
-            with (
-                green.cursor(name="verify_products") as products,
-                green.cursor(name="verify_listings") as listings,
-            ):
-                products.itersize = listings.itersize = 5_000
-                products.execute(_PRODUCTS.format(where=where), params)
-                listings.execute(_LISTINGS.format(where=where), params)
-                blue = _blue_skus(snapshot)
+            with ExitStack() as stack:
+                cursors = []
+                for index, table in enumerate(spec.tables):
+                    cursor = stack.enter_context(green.cursor(name=f"verify_{index}"))
+                    cursor.itersize = 5_000
+                    cursor.execute(table.query(only is not None), params)
+                    cursors.append(_grouped(cursor))
+                blue = _blue_aggregates(snapshot, domain)
                 if only is not None:
-                    blue = ((sku, rows) for sku, rows in blue if sku in only)
-                window: list[_Sku] = []
-                merged = _merge(blue, _grouped(products), _grouped(listings), snapshot_version)
-                for state in merged:
+                    blue = ((key, rows) for key, rows in blue if key in only)
+                window: list[_Aggregate] = []
+                first = spec.tables[0].name
+                for state in _merge(spec, blue, cursors, snapshot_version):
                     report.skus += 1
-                    report.products += state.product is not None
-                    report.listings += len(state.listings)
+                    report.products += len(state.actual.get(first, {}))
+                    report.listings += sum(
+                        len(rows) for name, rows in state.actual.items() if name != first
+                    )
                     window.append(state)
                     if len(window) >= range_size:
-                        differing += _check_range(window, report)
+                        differing += _check_range(window, report, domain)
                         window = []
                 if window:
-                    differing += _check_range(window, report)
-            _newest_versions(green, differing)
+                    differing += _check_range(window, report, domain)
+            _newest_versions(green, spec, domain.source.aggregate_key, differing)
     finally:
         snapshot.close()
     return report, differing
 
 
-def _newest_versions(green: psycopg.Connection, states: list[_Sku]) -> None:
-    """The newest version green holds per SKU, tombstones included (sync.listing_record)."""
+def _newest_versions(
+    green: psycopg.Connection[Any], spec: VerifySpec, key: str, states: list[_Aggregate]
+) -> None:
+    """The newest version green holds per aggregate, tombstones included (the domain's
+    versioned records)."""
     if not states:
         return
+    query = sql.SQL("SELECT {key}, max(src_lsn) FROM {records} WHERE {key} = ANY(%s) GROUP BY 1")
     rows = green.execute(
-        "SELECT sku, max(src_lsn) FROM sync.listing_record WHERE sku = ANY(%s) GROUP BY sku",
+        query.format(key=sql.Identifier(key), records=sql.Identifier(*spec.records)),
         ([s.sku for s in states],),
     ).fetchall()
-    newest: dict[str, int] = {str(sku): int(lsn) for sku, lsn in rows}
+    newest: dict[Any, int] = {key: int(lsn) for key, lsn in rows}
     for state in states:
         state.newest_lsn = max(state.newest_lsn, newest.get(state.sku, 0))
 
 
-def _check_range(window: list[_Sku], report: VerifyReport) -> list[_Sku]:
+def _check_range(
+    window: list[_Aggregate], report: VerifyReport, domain: Domain
+) -> list[_Aggregate]:
     report.ranges += 1
     expected, actual = hashlib.blake2b(), hashlib.blake2b()
     for state in window:
-        state.expected_digest(expected)
-        state.actual_digest(actual)
+        state.digests(domain.verify.tables, expected, actual)
     if expected.digest() == actual.digest():
         return []
     report.ranges_differing += 1
-    return [s for s in window if s.differences()]
+    return [s for s in window if s.differences(domain.verify, domain.source.table)]
 
 
 def verify(
     settings: Settings,
+    domain: Domain,
     *,
     range_size: int = 5_000,
     rounds: int = 3,
@@ -361,7 +322,7 @@ def verify(
     only: set[str] | None = None
     report = VerifyReport(snapshot_lsn=0)
     for attempt in range(1, rounds + 1):
-        current, differing = _round(settings, range_size, only, wait_for)
+        current, differing = _round(settings, domain, range_size, only, wait_for)
         if only is not None:
             # Keep the whole-catalog figures of the first round; later rounds recheck a few.
             current.ranges, current.skus = report.ranges, report.skus
@@ -371,7 +332,9 @@ def verify(
         report.rounds = attempt
         settled = [s for s in differing if s.newest_lsn <= report.snapshot_lsn]
         moving = [s for s in differing if s.newest_lsn > report.snapshot_lsn]
-        report.differences = [d for s in settled for d in s.differences()]
+        report.differences = [
+            d for s in settled for d in s.differences(domain.verify, domain.source.table)
+        ]
         report.unsettled = [s.sku for s in moving]
         if not moving:
             break

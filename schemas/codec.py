@@ -83,10 +83,21 @@ def build_version(version: int, row: dict[str, Any], envelope: dict[str, Any]) -
     )
 
 
+def _row_file(path: Path) -> Path:
+    """The row's schema in a version folder: legacy_product.avsc (the catalog's), or
+    another domain's one .avsc beside the envelope."""
+    if (path / ROW_FILE).exists():
+        return path / ROW_FILE
+    others = sorted(p for p in path.glob("*.avsc") if p.name != ENVELOPE_FILE)
+    if len(others) != 1:
+        raise OSError(f"expected one row schema beside {ENVELOPE_FILE}, found {len(others)}")
+    return others[0]
+
+
 def load_version_dir(path: Path) -> SchemaVersion:
     try:
         version = int(path.name.removeprefix("v"))
-        row = json.loads((path / ROW_FILE).read_text())
+        row = json.loads(_row_file(path).read_text())
         envelope = json.loads((path / ENVELOPE_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise SerializationError(f"cannot load the schema version in {path}: {exc}") from exc
@@ -200,12 +211,18 @@ class Codec:
         return record
 
 
-_DEFAULT: Codec | None = None
+_CODECS: dict[Path | None, Codec] = {}
+
+
+def codec_for(root: Path | None) -> Codec:
+    """The codec over the kept versions under `root` (None: those shipped with the
+    package), parsed once per process."""
+    codec = _CODECS.get(root)
+    if codec is None:
+        codec = _CODECS[root] = Codec(load_versions(root))
+    return codec
 
 
 def default_codec() -> Codec:
     """The codec over the kept versions shipped with the package (parsed once)."""
-    global _DEFAULT  # noqa: PLW0603 - a process-wide cache of parsed schemas
-    if _DEFAULT is None:
-        _DEFAULT = Codec(load_versions())
-    return _DEFAULT
+    return codec_for(None)

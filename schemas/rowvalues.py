@@ -17,6 +17,8 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 
+from psycopg import sql
+
 from bluegreen.core.errors import SerializationError
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -28,7 +30,7 @@ class Kind(Enum):
     STRING = "string"
     JSON = "json"  # jsonb, carried as its JSON text
     BOOLEAN = "boolean"
-    DECIMAL2 = "decimal2"  # numeric(p, 2)
+    DECIMAL2 = "decimal2"  # numeric(12, 2)
     TIMESTAMP = "timestamp"  # timestamptz, as timestamp-micros
 
 
@@ -52,18 +54,45 @@ def timestamp_micros(value: datetime) -> int:
 _MICROSECOND = datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC) - EPOCH
 
 
-def snapshot_select(column: Column) -> str:
+def snapshot_select(column: Column) -> sql.Composable:
     """SQL expression giving the column's Avro-ready value in a binary COPY."""
-    name = f'"{column.name}"'
-    if column.kind is Kind.JSON:
-        return f"{name}::text"
+    name = sql.Identifier(column.name)
     if column.kind is Kind.DECIMAL2:
-        return f"({name} * 100)::bigint"
+        return sql.SQL("({} * 100)::bigint").format(name)
     if column.kind is Kind.TIMESTAMP:
-        return f"(extract(epoch from {name}) * 1000000)::bigint"
-    return name
+        return sql.SQL("(extract(epoch from {}) * 1000000)::bigint").format(name)
+    return plain_select(column)
 
 
+def plain_select(column: Column) -> sql.Composable:
+    """SQL expression giving the column's value as a decoded envelope carries it."""
+    name = sql.Identifier(column.name)
+    return sql.SQL("{}::text").format(name) if column.kind is Kind.JSON else name
+
+
+# The Avro type of each kind in a row record (what the .avsc of the row declares).
+AVRO_TYPE: dict[Kind, Any] = {
+    Kind.LONG: "long",
+    Kind.INT: "int",
+    Kind.STRING: "string",
+    Kind.JSON: "string",
+    Kind.BOOLEAN: "boolean",
+    Kind.DECIMAL2: {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2},
+    Kind.TIMESTAMP: {"type": "long", "logicalType": "timestamp-micros"},
+}
+
+# The binary COPY type of each kind's own column value (what a loader writes into blue).
+NATIVE_COPY_TYPE = {
+    Kind.LONG: "int8",
+    Kind.INT: "int4",
+    Kind.STRING: "text",
+    Kind.JSON: "jsonb",
+    Kind.BOOLEAN: "bool",
+    Kind.DECIMAL2: "numeric",
+    Kind.TIMESTAMP: "timestamptz",
+}
+
+# The binary COPY type of each kind's Avro-ready value (snapshot_select).
 COPY_TYPE = {
     Kind.LONG: "int8",
     Kind.INT: "int4",

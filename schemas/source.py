@@ -4,11 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from psycopg import sql
 
 from bluegreen.core.errors import SerializationError
 from schemas.envelope import SourceTable
-from schemas.rowvalues import COPY_TYPE, FROM_TEXT, Column, Kind, snapshot_select, unscaled_bytes
+from schemas.rowvalues import (
+    AVRO_TYPE,
+    COPY_TYPE,
+    FROM_TEXT,
+    NATIVE_COPY_TYPE,
+    Column,
+    Kind,
+    plain_select,
+    snapshot_select,
+    unscaled_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -19,6 +32,10 @@ class SourceSpec:
     columns: tuple[Column, ...]
     aggregate_key: str  # the Kafka key: all changes of one green aggregate, one partition
     natural_key: tuple[str, ...]  # identifies a row for a repair's "absent" delete
+    # The folder of the kept Avro versions (v1/, v2/...) of this table's change
+    # envelope; None: the package's own (schemas/avro). Producers and the consumer build
+    # their codec from it, so a spec that travels to a worker process brings its contract.
+    avro: Path | None = None
     names: tuple[str, ...] = field(init=False)
     _decimal_positions: tuple[int, ...] = field(init=False)
     _converters: dict[tuple[str, ...], Any] = field(init=False, repr=False, compare=False)
@@ -42,11 +59,37 @@ class SourceSpec:
     def source_table(self, database: str) -> SourceTable:
         return SourceTable(database, self.schema, self.table)
 
-    def select_list(self) -> str:
-        return ", ".join(snapshot_select(c) for c in self.columns)
+    @property
+    def table_sql(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.table)
+
+    def select_list(self) -> sql.Composed:
+        """The columns as Avro-ready values (what the snapshot's binary COPY reads)."""
+        return sql.SQL(", ").join(snapshot_select(c) for c in self.columns)
+
+    def plain_select(self) -> sql.Composed:
+        """The columns as the values a decoded envelope carries (jsonb as its text)."""
+        return sql.SQL(", ").join(plain_select(c) for c in self.columns)
+
+    def avro_fields(self) -> list[dict[str, Any]]:
+        """The Avro record fields this declaration implies: name and type, in order.
+        A published .avsc cannot be regenerated without changing its bytes, so tests
+        compare it with this instead."""
+        fields: list[dict[str, Any]] = []
+        for c in self.columns:
+            avro_type = AVRO_TYPE[c.kind]
+            fields.append(
+                {"name": c.name, "type": ["null", avro_type] if c.nullable else avro_type}
+            )
+        return fields
 
     def copy_types(self) -> list[str]:
+        """COPY types of select_list()'s Avro-ready values."""
         return [COPY_TYPE[c.kind] for c in self.columns]
+
+    def native_copy_types(self) -> list[str]:
+        """COPY types of the columns' own values (a loader's binary COPY into blue)."""
+        return [NATIVE_COPY_TYPE[c.kind] for c in self.columns]
 
     def avro_row(self, values: Sequence[Any]) -> dict[str, Any]:
         """Avro-ready column values (see schemas.rowvalues) as a record fastavro writes."""

@@ -225,6 +225,9 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = ConsumerSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
+    # What is migrated: "package.module:NAME" of a schemas.domain.Domain, imported by
+    # the faces (the engine receives the object). Default: the demo catalog.
+    domain: str = Field(default="schemas.catalog:CATALOG", pattern=r"^[\w.]+:\w+$")
 
     @model_validator(mode="after")
     def _default_to_local_stack(self) -> Settings:
@@ -307,6 +310,7 @@ def as_environment(settings: Settings) -> dict[str, str]:
         f"{ENV_PREFIX}{name.upper()}": getattr(settings, name).get_secret_value()
         for name in ("blue_dsn", "green_dsn", "control_dsn")
     }
+    env[f"{ENV_PREFIX}DOMAIN"] = settings.domain
     data = settings.model_dump(mode="json")
     for section in ("kafka", "stack", "snapshot", "cdc", "consumer", "metrics", "log"):
         value = getattr(settings, section)

@@ -50,7 +50,7 @@ from producers.cdc.kafka_link import KafkaLink, kafka_trouble, readable
 from producers.cdc.pgoutput import decode
 from producers.cdc.publisher import Publisher
 from producers.cdc.stream import Keepalive, ReplicationLostError, XLogData
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec, codec_for
 from schemas.fastpath import EnvelopeEncoder
 from schemas.lsn import format_lsn
 from schemas.source import SourceSpec
@@ -84,7 +84,7 @@ class CdcService:
         self.source = source
         self.metrics = metrics
         self.log = get_logger(service="cdc", slot=settings.cdc.slot)
-        codec = codec or default_codec()
+        codec = codec or codec_for(source.avro)
         self._producer = producer
         self._stop = threading.Event()
         timeout_s = settings.cdc.reconnect_timeout_s

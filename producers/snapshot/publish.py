@@ -74,7 +74,7 @@ class TaskPublisher:
         natural = [spec.names.index(c) for c in spec.natural_key]
         batch: list[dict[str, bytes]] = []
         for values in source:
-            batch.append({"key": values[key_position].encode(), "value": encode(values)})
+            batch.append({"key": str(values[key_position]).encode(), "value": encode(values)})
             if len(batch) == _BATCH:
                 writer.send_batch(token, batch)
                 rows += len(batch)

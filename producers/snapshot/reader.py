@@ -79,41 +79,44 @@ class BlueSnapshot:
         return time.monotonic() - self.opened_at
 
     def read_range(self, lo: int, hi: int | None) -> Iterator[tuple[Any, ...]]:
-        spec = self._source
-        where = f'"{spec.primary_key}" >= {int(lo)}'
+        key = sql.Identifier(self._source.primary_key)
+        where = sql.SQL("{} >= {}").format(key, sql.Literal(int(lo)))
         if hi is not None:
-            where += f' AND "{spec.primary_key}" < {int(hi)}'
-        yield from self._copy(f"SELECT {spec.select_list()} FROM {spec.qualified} WHERE {where}")
+            where = sql.SQL("{} AND {} < {}").format(where, key, sql.Literal(int(hi)))
+        yield from self._copy(where)
 
     def read_keys(self, keys: Sequence[Sequence[str]]) -> Iterator[tuple[Any, ...]]:
-        spec = self._source
-        columns = sql.SQL(", ").join(sql.Identifier(c) for c in spec.natural_key)
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in self._source.natural_key)
         tuples = sql.SQL(", ").join(
             sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(str(p)) for p in key))
             for key in keys
         )
-        where = sql.SQL("({}) IN ({})").format(columns, tuples).as_string(self._conn)
-        yield from self._copy(f"SELECT {spec.select_list()} FROM {spec.qualified} WHERE {where}")
+        yield from self._copy(sql.SQL("({}) IN ({})").format(columns, tuples))
 
-    def _copy(self, query: str) -> Iterator[tuple[Any, ...]]:
-        statement = f"COPY ({query}) TO STDOUT (FORMAT BINARY)"
+    def _copy(self, where: sql.Composable) -> Iterator[tuple[Any, ...]]:
+        spec = self._source
+        statement = sql.SQL("COPY (SELECT {} FROM {} WHERE {}) TO STDOUT (FORMAT BINARY)").format(
+            spec.select_list(), spec.table_sql, where
+        )
         with self._conn.cursor().copy(statement) as copy:
-            copy.set_types(self._source.copy_types())
+            copy.set_types(spec.copy_types())
             yield from copy.rows()
 
-    def stream(self, query: str, fetch: int = 5_000) -> Iterator[tuple[Any, ...]]:
+    def stream(self, query: sql.Composable, fetch: int = 5_000) -> Iterator[tuple[Any, ...]]:
         """Rows of a query at this snapshot, through a cursor, `fetch` at a time."""
-        cursor = f"bg_stream_{secrets.token_hex(4)}"
-        self._conn.execute(f"DECLARE {cursor} NO SCROLL CURSOR FOR {query}")
+        cursor = sql.Identifier(f"bg_stream_{secrets.token_hex(4)}")
+        self._conn.execute(sql.SQL("DECLARE {} NO SCROLL CURSOR FOR {}").format(cursor, query))
         try:
             while True:
-                rows = self._conn.execute(f"FETCH {int(fetch)} FROM {cursor}").fetchall()
+                rows = self._conn.execute(
+                    sql.SQL("FETCH {} FROM {}").format(sql.Literal(int(fetch)), cursor)
+                ).fetchall()
                 if not rows:
                     return
                 yield from rows
         finally:
             if not self._conn.closed:
-                self._conn.execute(f"CLOSE {cursor}")
+                self._conn.execute(sql.SQL("CLOSE {}").format(cursor))
 
     def close(self) -> None:
         """End the transaction and the connection; the temporary slot goes with them."""

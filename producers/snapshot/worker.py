@@ -52,7 +52,7 @@ from producers.snapshot.outcomes import InFlight, Outcome, Outcomes
 from producers.snapshot.publish import TaskPublisher
 from producers.snapshot.worker_kafka import WorkerKafka
 from producers.writer import KafkaWriter, Token
-from schemas.codec import Codec, default_codec
+from schemas.codec import Codec, codec_for
 from schemas.fastpath import EnvelopeEncoder
 from schemas.source import SourceSpec
 
@@ -106,7 +106,7 @@ class SnapshotWorker:
         )
         self._control: psycopg.Connection | None = None
         self._queue: TaskQueue | None = None
-        codec = codec or default_codec()
+        codec = codec or codec_for(source.avro)
         self._publisher = TaskPublisher(
             settings, source, codec, EnvelopeEncoder(codec, source.columns), self.log
         )

@@ -1,29 +1,31 @@
 """The demo domain: a legacy catalog with one product per channel (blue) and a new
-catalog with one product per SKU (green). Replace this package to migrate another
-domain: the engine reads only SOURCE, the transform and the green apply spec."""
+catalog with one product per SKU (green).
 
-from schemas.rowvalues import Column, Kind
-from schemas.source import SourceSpec
+``CATALOG`` is the whole of it as the engine sees it (a ``schemas.domain.Domain``):
+the faces pass it into the services; the engine imports nothing from this package.
+To migrate another domain, build another Domain the same way and name it in
+``Settings.domain`` (``BLUEGREEN_DOMAIN=package.module:NAME``).
+"""
 
-SOURCE = SourceSpec(
-    schema="public",
-    table="legacy_product",
-    primary_key="id",
-    columns=(
-        Column("id", Kind.LONG),
-        Column("sku", Kind.STRING),
-        Column("channel", Kind.STRING),
-        Column("product_type", Kind.STRING),
-        Column("name", Kind.STRING),
-        Column("description", Kind.STRING, nullable=True),
-        Column("attributes", Kind.JSON),
-        Column("price", Kind.DECIMAL2),
-        Column("currency", Kind.STRING),
-        Column("stock", Kind.INT, nullable=True),
-        Column("published", Kind.BOOLEAN),
-        Column("created_at", Kind.TIMESTAMP),
-        Column("updated_at", Kind.TIMESTAMP),
-    ),
-    aggregate_key="sku",
-    natural_key=("sku", "channel"),
+from schemas.catalog.ddl import create_green
+from schemas.catalog.green_apply import APPLY
+from schemas.catalog.source import SOURCE
+from schemas.catalog.staged import STAGE, stage_row
+from schemas.catalog.superseded import listing_keys, newer_in_green
+from schemas.catalog.transform import transform
+from schemas.catalog.verify_spec import VERIFY
+from schemas.domain import Domain, Supersession
+
+CATALOG = Domain(
+    ref="schemas.catalog:CATALOG",
+    source=SOURCE,
+    transform=transform,
+    stage_row=stage_row,
+    stage=STAGE,
+    create_green=create_green,
+    apply=APPLY,
+    verify=VERIFY,
+    superseded=Supersession(listing_keys, newer_in_green),
 )
+
+__all__ = ["CATALOG", "SOURCE"]

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
-from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.schema import CreateIndex, CreateSchema, CreateTable
 
 from bluegreen.core.db import sqlalchemy_url
 from schemas.catalog.blue import BlueBase
@@ -35,7 +35,7 @@ def create_green(dsn: SecretStr) -> None:
         with engine.begin() as conn:
             conn.execute(_DDL_LOCK)
             for schema in SCHEMAS:
-                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                conn.execute(CreateSchema(schema, if_not_exists=True))
             GreenBase.metadata.create_all(conn)
     except DBAPIError as exc:
         raise _driver_error(exc) from exc
@@ -52,7 +52,10 @@ def ddl_script(color: str) -> str:
     """The CREATE statements for one side, as PostgreSQL text (for review or DBAs)."""
     metadata = BlueBase.metadata if color == "blue" else GreenBase.metadata
     dialect = postgresql.dialect()
-    parts = [f'CREATE SCHEMA IF NOT EXISTS "{s}";' for s in (SCHEMAS if color == "green" else ())]
+    parts = [
+        str(CreateSchema(s, if_not_exists=True).compile(dialect=dialect)) + ";"
+        for s in (SCHEMAS if color == "green" else ())
+    ]
     for table in metadata.sorted_tables:
         parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";")
         parts.extend(

@@ -8,9 +8,8 @@ they reflect (``src_lsn``, ``src_seq``).
 ``sync`` holds what the migration needs to apply changes exactly:
 ``listing_record`` keeps, per (SKU, channel), the newest transformed blue row or
 a versioned tombstone, so an older snapshot row or a replayed event can never
-win over a newer change or bring a deleted row back; ``apply_position`` keeps,
-per topic partition, the next Kafka offset and source position applied, written
-in the same transaction as the rows.
+win over a newer change or bring a deleted row back. (``sync.apply_position``,
+the consumer's positions, is the engine's own table: ``consumers/positions.py``.)
 """
 
 from __future__ import annotations
@@ -31,8 +30,6 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
-    func,
-    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -129,26 +126,6 @@ class ListingRecord(_Versioned, GreenBase):
     # The partition the record's key maps to: a TRUNCATE is applied per partition (by a
     # scan: a truncate is rare, an index here would cost every insert).
     kafka_partition: Mapped[int] = mapped_column(Integer)
-
-
-class ApplyPosition(GreenBase):
-    """Per partition: next offset to apply and the source position reached."""
-
-    __tablename__ = "apply_position"
-    __table_args__ = ({"schema": SYNC},)
-
-    topic: Mapped[str] = mapped_column(Text, primary_key=True)
-    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
-    next_offset: Mapped[int] = mapped_column(BigInteger)
-    src_lsn: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    src_ts_ms: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    fence_id: Mapped[str | None] = mapped_column(Text)
-    fence_lsn: Mapped[int | None] = mapped_column(BigInteger)
-    # After a TRUNCATE at version (floor_lsn, floor_seq), older changes on this partition
-    # are ignored: a late snapshot row cannot bring back a truncated row.
-    floor_lsn: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
-    floor_seq: Mapped[int] = mapped_column(Integer, server_default=text("0"))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 SCHEMAS = (CATALOG, SYNC)

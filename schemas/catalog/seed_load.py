@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg import sql
 from pydantic import SecretStr
 from sqlalchemy import Table, UniqueConstraint
 from sqlalchemy.dialects import postgresql
@@ -13,26 +15,12 @@ from sqlalchemy.schema import CreateIndex
 from bluegreen.core import db
 from bluegreen.core.errors import BluegreenError
 from bluegreen.core.progress import SILENT, Reporter
-from schemas.catalog.blue import COLUMNS, SCHEMA, TABLE, LegacyProduct
+from schemas.catalog.blue import LegacyProduct
 from schemas.catalog.ddl import create_blue
 from schemas.catalog.seed import generate
+from schemas.catalog.source import SOURCE
 
 _BATCH = 5_000
-COPY_TYPES = [
-    "int8",
-    "varchar",
-    "varchar",
-    "varchar",
-    "varchar",
-    "text",
-    "jsonb",
-    "numeric",
-    "varchar",
-    "int4",
-    "bool",
-    "timestamptz",
-    "timestamptz",
-]
 
 
 @dataclass(frozen=True)
@@ -46,24 +34,27 @@ def load_seed(
     dsn: SecretStr, count: int, seed: int, *, replace: bool, progress: Reporter = SILENT
 ) -> SeedReport:
     create_blue(dsn)
-    qualified = f"{SCHEMA}.{TABLE}"
+    table = SOURCE.table_sql
+    qualified = f"{SOURCE.schema}.{SOURCE.table}"
+    count_rows = sql.SQL("SELECT count(*) FROM {}").format(table)
     with db.connect(dsn) as conn:
-        existing = conn.execute(f"SELECT count(*) FROM {qualified}").fetchone()
+        existing = conn.execute(count_rows).fetchone()
         if existing and existing[0] and not replace:
             raise BluegreenError(
                 f"{qualified} already holds {existing[0]} rows; pass --replace to empty it first "
                 "(a running CDC producer will see that as a TRUNCATE)"
             )
         if replace:
-            conn.execute(f"TRUNCATE {qualified}")
+            conn.execute(sql.SQL("TRUNCATE {}").format(table))
         # Like pg_restore: load into the bare table, then build the indexes once.
         deferred = _drop_secondary_indexes(conn)
         db.send_str_as_jsonb_text(conn)
         pending = 0
-        with conn.cursor().copy(
-            f"COPY {qualified} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(COPY_TYPES)
+        copy_rows = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            table, sql.SQL(", ").join(map(sql.Identifier, SOURCE.names))
+        )
+        with conn.cursor().copy(copy_rows) as copy:
+            copy.set_types(SOURCE.native_copy_types())
             for row in generate(count, seed):
                 copy.write_row(row)
                 pending += 1
@@ -74,37 +65,53 @@ def load_seed(
         for statement in deferred:
             conn.execute(statement)
         conn.execute(
-            f"SELECT setval(pg_get_serial_sequence('{qualified}', 'id'), "
-            f"(SELECT coalesce(max(id), 0) + 1 FROM {qualified}), false)"
+            sql.SQL(
+                "SELECT setval(pg_get_serial_sequence({name}, {key}), "
+                "(SELECT coalesce(max({column}), 0) + 1 FROM {table}), false)"
+            ).format(
+                name=sql.Literal(qualified),
+                key=sql.Literal(SOURCE.primary_key),
+                column=sql.Identifier(SOURCE.primary_key),
+                table=table,
+            )
         )
         conn.commit()
-        conn.execute(f"ANALYZE {qualified}")
+        conn.execute(sql.SQL("ANALYZE {}").format(table))
         sizes = conn.execute(
             "SELECT pg_table_size(c.oid), coalesce(pg_total_relation_size(c.reltoastrelid), 0) "
             "FROM pg_class c WHERE c.oid = %s::regclass",
             (qualified,),
         ).fetchone()
-        rows = conn.execute(f"SELECT count(*) FROM {qualified}").fetchone()
+        rows = conn.execute(count_rows).fetchone()
     assert sizes is not None and rows is not None
     return SeedReport(rows=rows[0], table_bytes=sizes[0], toast_bytes=sizes[1])
 
 
-def _drop_secondary_indexes(conn: psycopg.Connection) -> list[str]:
+def _drop_secondary_indexes(conn: psycopg.Connection[Any]) -> list[sql.SQL | sql.Composed]:
     """Drop blue's unique constraint and secondary indexes; return the DDL that rebuilds them."""
     table = LegacyProduct.__table__
     assert isinstance(table, Table)
-    rebuild: list[str] = []
+    rebuild: list[sql.SQL | sql.Composed] = []
     dialect = postgresql.dialect()
+    target = SOURCE.table_sql
     for constraint in table.constraints:
         if isinstance(constraint, UniqueConstraint):
+            name = sql.Identifier(str(constraint.name))
             conn.execute(
-                f"ALTER TABLE {SCHEMA}.{TABLE} DROP CONSTRAINT IF EXISTS {constraint.name}"
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(target, name)
             )
-            columns = ", ".join(c.name for c in constraint.columns)
+            columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in constraint.columns)
             rebuild.append(
-                f"ALTER TABLE {SCHEMA}.{TABLE} ADD CONSTRAINT {constraint.name} UNIQUE ({columns})"
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE ({})").format(
+                    target, name, columns
+                )
             )
     for index in table.indexes:
-        conn.execute(f"DROP INDEX IF EXISTS {SCHEMA}.{index.name}")
-        rebuild.append(str(CreateIndex(index).compile(dialect=dialect)))
+        conn.execute(
+            sql.SQL("DROP INDEX IF EXISTS {}").format(
+                sql.Identifier(SOURCE.schema, str(index.name))
+            )
+        )
+        # SQLAlchemy's own DDL for the index, as PostgreSQL text (not built from input).
+        rebuild.append(sql.SQL(str(CreateIndex(index).compile(dialect=dialect))))
     return rebuild

@@ -21,10 +21,11 @@ from typing import Any
 
 import psycopg
 
+from schemas.domain import VersionedKey
 from schemas.envelope import Op
 
-# (sku, channel, src_lsn, src_seq): a listing key and the version a change would give it.
-VersionedKey = tuple[str, str, int, int]
+# A VersionedKey here is (sku, channel, src_lsn, src_seq): a listing key and the version a
+# change would give it.
 
 _NEWER = """
 SELECT k.sku, k.channel, k.lsn, k.seq
@@ -56,7 +57,9 @@ def _raw_key(row: Mapping[str, Any]) -> tuple[str, str]:
     return (str(row["sku"]), str(row["channel"]))
 
 
-def newer_in_green(green: psycopg.Connection, keys: Collection[VersionedKey]) -> set[VersionedKey]:
+def newer_in_green(
+    green: psycopg.Connection[Any], keys: Collection[VersionedKey]
+) -> set[VersionedKey]:
     """Those of `keys` whose listing green holds at a strictly newer version, in one query."""
     if not keys:
         return set()

@@ -20,7 +20,8 @@ from bluegreen.app.chaos.run import ChaosOptions, run_many, summary_line
 from bluegreen.app.chaos.schedule import ALL_KINDS
 from bluegreen.core import db
 from bluegreen.core.config import Settings
-from schemas.catalog.ddl import create_green
+from consumers.apply import create_green
+from schemas.catalog import CATALOG
 from schemas.catalog.seed_load import load_seed
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
@@ -30,7 +31,7 @@ _EXTERNAL = os.environ.get("BLUEGREEN_TEST_STACK") == "external"
 
 def _write_green(settings: Settings, state: check.GreenState) -> None:
     """Green written by hand, exactly as transform(blue) says: no pipeline involved."""
-    create_green(settings.green_dsn)
+    create_green(settings.green_dsn, CATALOG)
     with db.connect(settings.green_dsn) as conn:
         for product in state.products.values():
             values = list(astuple(product))

@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from consumers import positions
-from consumers.apply import GreenWriter
+from consumers.apply import GreenWriter, create_green
 from consumers.batch import Batch
 from consumers.positions import PositionMovedError
-from schemas.catalog.ddl import create_green
-from schemas.catalog.green_apply import stage_row
+from schemas.catalog import CATALOG
+from schemas.catalog.staged import stage_row
 from schemas.catalog.transform import GreenState, Listing, Product, transform, transform_state
 from schemas.envelope import Op, Version
 from tests.support.events import blue_row, event
@@ -51,7 +51,7 @@ class Applier:
     """A consumer reduced to its green side: claim, batch from a cursor, apply, rewind."""
 
     def __init__(self, settings: Settings, logs: dict[int, list[dict[str, Any]]]) -> None:
-        self.writer = GreenWriter(settings.green_dsn, TOPIC)
+        self.writer = GreenWriter(settings.green_dsn, TOPIC, CATALOG)
         self.reader = positions.PositionReader(settings.green_dsn, TOPIC)
         self.logs = logs
         self.owned: dict[int, int] = {}
@@ -129,7 +129,7 @@ def green_state(settings: Settings) -> GreenState:
 
 @pytest.fixture
 def green(settings: Settings) -> Iterator[Settings]:
-    create_green(settings.green_dsn)
+    create_green(settings.green_dsn, CATALOG)
     yield settings
 
 

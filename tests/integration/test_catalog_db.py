@@ -3,7 +3,9 @@ import pytest
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
-from schemas.catalog.ddl import create_blue, create_green
+from consumers.apply import create_green
+from schemas.catalog import CATALOG
+from schemas.catalog.ddl import create_blue
 from schemas.catalog.seed_load import load_seed
 
 pytestmark = pytest.mark.integration
@@ -47,8 +49,8 @@ def test_seed_refuses_a_filled_table_unless_replace(settings: Settings) -> None:
 
 
 def test_green_tables_are_created_and_constrained(settings: Settings) -> None:
-    create_green(settings.green_dsn)
-    create_green(settings.green_dsn)  # idempotent
+    create_green(settings.green_dsn, CATALOG)
+    create_green(settings.green_dsn, CATALOG)  # idempotent
     create_blue(settings.blue_dsn)
     with db.connect(settings.green_dsn) as conn:
         tables = {

@@ -15,12 +15,12 @@ from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
 from bluegreen.core.kafka import ensure_topic, make_producer
 from bluegreen.core.metrics import Metrics
 from consumers import dlq
+from consumers.apply import create_green
 from consumers.dlq import DlqLimitExceededError
 from consumers.service import ConsumerService
 from cutover.verify import verify
 from producers.snapshot import service as snapshot
-from schemas.catalog import SOURCE
-from schemas.catalog.ddl import create_green
+from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.seed_load import load_seed
 from schemas.codec import default_codec
 from schemas.envelope import Op, Version
@@ -49,7 +49,7 @@ def prepared(settings: Settings, rows: int, **consumer: Any) -> Settings:
 
 
 def assert_exact(settings: Settings) -> None:
-    report = verify(settings)
+    report = verify(settings, CATALOG)
     assert report.clean, report.differences[:10]
     assert report.products > 0
 
@@ -213,7 +213,9 @@ def test_a_replayed_message_is_applied_with_the_version_guard(settings: Settings
         assert dlq.open_count(settings.kafka, settings.consumer.group_id) == 2
         with db.connect(settings.green_dsn) as conn:  # the operator fixes the cause
             conn.execute("ALTER TABLE catalog.channel_listing DROP CONSTRAINT price_cap")
-        report = dlq.replay_open(settings.kafka, settings.consumer.group_id, settings.green_dsn)
+        report = dlq.replay_open(
+            settings.kafka, settings.consumer.group_id, settings.green_dsn, CATALOG
+        )
         # OLDER's letter (100, 2) is superseded: green holds its key at (200, 1).
         assert report == dlq.ReplayReport(replayed=1, superseded=1)
         assert dlq.open_count(settings.kafka, settings.consumer.group_id) == 0
@@ -224,7 +226,7 @@ def test_a_replayed_message_is_applied_with_the_version_guard(settings: Settings
 
 
 def create_green_with_a_price_cap(settings: Settings) -> None:
-    create_green(settings.green_dsn)
+    create_green(settings.green_dsn, CATALOG)
     with db.connect(settings.green_dsn) as conn:
         conn.execute(
             "ALTER TABLE catalog.channel_listing ADD CONSTRAINT price_cap CHECK (price < 1000)"
@@ -242,7 +244,7 @@ def price_of(settings: Settings, sku: str) -> Decimal | None:
 def test_the_dlq_limit_stops_the_service_and_commits_nothing_bad(settings: Settings) -> None:
     settings = prepared(settings, 10, dlq_max_consecutive=50, batch_max_messages=1000)
     produce(settings, [(f"k{i}".encode(), b"garbage") for i in range(300)])
-    service = ConsumerService(settings, Metrics())
+    service = ConsumerService(settings, CATALOG, Metrics())
     with pytest.raises(DlqLimitExceededError, match="50 messages in a row failed"):
         service.run()
     assert read_all(settings.kafka, settings.kafka.dlq_topic) == []  # nothing dead-lettered

@@ -19,7 +19,7 @@ from bluegreen.core.kafka import topic_ends
 from bluegreen.core.metrics import Metrics
 from consumers.service import ConsumerService
 from producers.snapshot import service as snapshot
-from schemas.catalog import SOURCE
+from schemas.catalog import CATALOG, SOURCE
 from schemas.codec import default_codec
 from tests.integration.test_consumer import assert_exact, prepared
 from tests.support.blue_writer import BlueWriter
@@ -105,7 +105,7 @@ def test_rebalances_while_batches_are_in_flight_never_crash_the_consumer(
     and died with 'Explicit commit() forbidden within a Transaction context')."""
     settings = prepared(settings, 8_000, batch_max_messages=300)
     snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=2)
-    service = ConsumerService(settings, Metrics())
+    service = ConsumerService(settings, CATALOG, Metrics())
     thread = ServiceThread(service, "consume")
     try:
         for _ in range(3):

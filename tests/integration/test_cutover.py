@@ -19,7 +19,7 @@ from consumers.gauges import MigrationGauges
 from cutover import fence, switch
 from cutover.verify import verify
 from producers.snapshot import service as snapshot
-from schemas.catalog import SOURCE
+from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.seed_load import load_seed
 from tests.support.cdc import running_cdc, wait_confirmed
 from tests.support.cli import bluegreen
@@ -71,14 +71,14 @@ def test_cutover_refuses_while_lag_is_not_zero(settings: Settings) -> None:
     with running_cdc(settings):  # CDC runs, no consumer: the fence is never applied
         snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
         with pytest.raises(switch.CutoverRefusedError) as refused:
-            switch.cutover(settings, timeout_s=2)
+            switch.cutover(settings, CATALOG, timeout_s=2)
     message = str(refused.value)
     assert "lag zero end to end" in message and "applied on 0/6 partitions" in message
     assert router_color(settings) == "blue"
 
 
 def test_dry_run_names_every_gate_and_switches_nothing(pipeline: Settings) -> None:
-    report = switch.cutover(pipeline, timeout_s=30, dry_run=True)
+    report = switch.cutover(pipeline, CATALOG, timeout_s=30, dry_run=True)
     assert [g.name for g in report.gates] == [
         "snapshot complete",
         "dead-letter queue empty",
@@ -96,7 +96,7 @@ def test_cutover_refuses_while_a_task_is_dead(pipeline: Settings) -> None:
     with pytest.raises(
         switch.CutoverRefusedError, match=r"snapshot complete: 5/6 tasks COMPLETED \(1 DEAD\)"
     ):
-        switch.cutover(pipeline, timeout_s=30)
+        switch.cutover(pipeline, CATALOG, timeout_s=30)
     assert router_color(pipeline) == "blue"
 
 
@@ -109,7 +109,7 @@ def test_cutover_refuses_while_the_dlq_is_not_empty(pipeline: Settings) -> None:
     with pytest.raises(
         switch.CutoverRefusedError, match="dead-letter queue empty: 1 open dead letters"
     ):
-        switch.cutover(pipeline, timeout_s=30)
+        switch.cutover(pipeline, CATALOG, timeout_s=30)
 
 
 def dry_run_gates(settings: Settings, passing: bool) -> dict[str, dict[str, Any]]:
@@ -152,7 +152,7 @@ def test_dead_letters_fixed_in_blue_are_superseded_and_no_longer_block(
         assert sum(expected in reason for reason in reasons) == 1, (expected, reasons)
     assert [letter["superseded"] for letter in listed["letters"]] == [False] * 3
     gauges = Metrics()
-    MigrationGauges(pipeline, gauges).refresh()
+    MigrationGauges(pipeline, gauges, CATALOG).refresh()
     assert (gauges.dlq_open._value.get(), gauges.dlq_superseded._value.get()) == (3, 0)
     blocked = dry_run_gates(pipeline, passing=False)["dead-letter queue empty"]
     assert not blocked["ok"] and blocked["figure"] == "3 open dead letters, 0 superseded"
@@ -171,7 +171,7 @@ def test_dead_letters_fixed_in_blue_are_superseded_and_no_longer_block(
     listed = listed_letters(pipeline)
     assert (listed["open"], listed["superseded"]) == (0, 3), listed
     assert [letter["superseded"] for letter in listed["letters"]] == [True] * 3
-    MigrationGauges(pipeline, gauges).refresh()
+    MigrationGauges(pipeline, gauges, CATALOG).refresh()
     assert (gauges.dlq_open._value.get(), gauges.dlq_superseded._value.get()) == (0, 3)
 
     replayed = bluegreen(pipeline, "dlq", "replay")
@@ -199,7 +199,7 @@ def test_cutover_refuses_while_verification_differs(pipeline: Settings) -> None:
     with pytest.raises(
         switch.CutoverRefusedError, match=r"verification clean: 1 differences .*1 different"
     ):
-        switch.cutover(pipeline, timeout_s=30)
+        switch.cutover(pipeline, CATALOG, timeout_s=30)
 
 
 def test_forced_cutover_needs_a_reason_and_is_audited(pipeline: Settings) -> None:
@@ -209,8 +209,10 @@ def test_forced_cutover_needs_a_reason_and_is_audited(pipeline: Settings) -> Non
             "WHERE sku IN (SELECT sku FROM catalog.product LIMIT 1)"
         )
     with pytest.raises(Exception, match="--reason"):
-        switch.cutover(pipeline, timeout_s=30, force=True)
-    report = switch.cutover(pipeline, timeout_s=30, force=True, reason="incident 42: accepted")
+        switch.cutover(pipeline, CATALOG, timeout_s=30, force=True)
+    report = switch.cutover(
+        pipeline, CATALOG, timeout_s=30, force=True, reason="incident 42: accepted"
+    )
     assert report.switched and report.forced
     with db.connect(pipeline.control_dsn) as conn:
         last = control.audit_trail(conn, limit=1)[0]
@@ -233,7 +235,7 @@ def test_verification_finds_injected_corruption_and_repair_fixes_it(pipeline: Se
             "INSERT INTO catalog.product VALUES ('ZZ-EXTRA', 'Boot', 'Ghost', NULL, '{}', 'US', "
             "now(), now(), 1, 1)"
         )
-    report = verify(pipeline, wait_for=fence.waiter(pipeline, 30))
+    report = verify(pipeline, CATALOG, wait_for=fence.waiter(pipeline, 30))
     found = {(d.sku, d.kind, d.table, d.channel) for d in report.differences}
     assert found == {
         (changed[0], "different", "channel_listing", changed[1]),
@@ -247,7 +249,7 @@ def test_verification_finds_injected_corruption_and_repair_fixes_it(pipeline: Se
     repaired = bluegreen(pipeline, "verify", "--repair", "--timeout", "60")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert "verification clean" in repaired.stdout
-    assert verify(pipeline, wait_for=fence.waiter(pipeline, 30)).clean
+    assert verify(pipeline, CATALOG, wait_for=fence.waiter(pipeline, 30)).clean
     with db.connect(pipeline.control_dsn) as conn:
         key_tasks = [t for t in control.task_rows(conn) if t["kind"] == "keys"]
     assert len(key_tasks) == 1 and key_tasks[0]["state"] == "COMPLETED"
@@ -270,7 +272,7 @@ def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> Non
     writes.start()
     reads.start()
     try:
-        first = switch.cutover(pipeline, timeout_s=60)
+        first = switch.cutover(pipeline, CATALOG, timeout_s=60)
         assert first.switched and router_color(pipeline) == "green"
         assert reads.switch_ms(first.router.epoch, first.router.switched_at.timestamp()) < 1000
         served_by(reads, "green")
@@ -278,7 +280,7 @@ def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> Non
         assert millis < 1000
         assert reads.switch_ms(router.epoch, router.switched_at.timestamp()) < 1000
         served_by(reads, "blue")
-        second = switch.cutover(pipeline, timeout_s=60)
+        second = switch.cutover(pipeline, CATALOG, timeout_s=60)
         assert second.switched
         assert reads.switch_ms(second.router.epoch, second.router.switched_at.timestamp()) < 1000
         served_by(reads, "green")
@@ -296,7 +298,7 @@ def test_cutover_and_rollback_under_load_lose_no_read(pipeline: Settings) -> Non
 
 
 def test_rollback_restores_reads_to_blue_and_they_stay_correct(pipeline: Settings) -> None:
-    switch.cutover(pipeline, timeout_s=60)
+    switch.cutover(pipeline, CATALOG, timeout_s=60)
     with db.connect(pipeline.blue_dsn) as conn:
         sku, price = conn.execute(
             "UPDATE legacy_product SET price = 123.45 WHERE id = 10 RETURNING sku, price"

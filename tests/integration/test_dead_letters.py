@@ -8,8 +8,9 @@ import pytest
 
 from bluegreen.core import db
 from bluegreen.core.config import Settings
+from consumers.apply import create_green
 from consumers.dlq import DeadLetter, classify
-from schemas.catalog.ddl import create_green
+from schemas.catalog import CATALOG
 from schemas.codec import default_codec
 from schemas.envelope import Op, Version
 from tests.support.events import blue_row, event
@@ -43,7 +44,7 @@ def update(sku: str, moved_to: str | None = None, **changes: Any) -> bytes:
 def test_a_letter_is_superseded_only_when_green_is_newer_on_every_key(
     settings: Settings,
 ) -> None:
-    create_green(settings.green_dsn)
+    create_green(settings.green_dsn, CATALOG)
     tombstone(
         settings,
         {
@@ -68,12 +69,12 @@ def test_a_letter_is_superseded_only_when_green_is_newer_on_every_key(
         "no value": (None, False),
     }
     letters = [letter(value) for value, _ in cases.values()]
-    found = classify(letters, settings.green_dsn)
+    found = classify(letters, settings.green_dsn, CATALOG)
     assert {name: x.superseded for name, x in zip(cases, found, strict=True)} == {
         name: expected for name, (_, expected) in cases.items()
     }
 
 
 def test_without_green_tables_nothing_is_superseded(settings: Settings) -> None:
-    found = classify([letter(update("NEWER"))], settings.green_dsn)
+    found = classify([letter(update("NEWER"))], settings.green_dsn, CATALOG)
     assert [x.superseded for x in found] == [False]

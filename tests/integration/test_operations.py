@@ -14,7 +14,7 @@ from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
 from bluegreen.core.metrics import Metrics, serve
 from consumers.service import ConsumerService
 from producers.snapshot import service as snapshot
-from schemas.catalog import SOURCE
+from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.seed_load import load_seed
 from tests.support.cli import bluegreen
 from tests.support.consume import wait_drained
@@ -76,7 +76,7 @@ def test_metrics_of_a_running_consumer_and_snapshot(settings: Settings) -> None:
         settings.metrics.model_copy(update={"port": free_port()}), consumer_metrics.registry
     )
     assert consumer_port
-    service = ConsumerService(settings, consumer_metrics)
+    service = ConsumerService(settings, CATALOG, consumer_metrics)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     try:

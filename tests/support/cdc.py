@@ -13,6 +13,7 @@ from producers.blue_setup import slot_health
 from producers.cdc.service import CdcService
 from schemas.catalog import SOURCE
 from schemas.lsn import parse_lsn
+from schemas.source import SourceSpec
 from tests.support.service_thread import ServiceThread
 
 
@@ -38,16 +39,18 @@ def wait_confirmed(settings: Settings, lsn: int | None = None, timeout_s: float 
 
 
 @contextmanager
-def running_cdc(settings: Settings) -> Iterator[CdcService]:
+def running_cdc(settings: Settings, source: SourceSpec = SOURCE) -> Iterator[CdcService]:
     """The CDC service in a thread of this process, stopped (and checked) on exit."""
-    with cdc_thread(settings) as (service, _thread):
+    with cdc_thread(settings, source) as (service, _thread):
         yield service
 
 
 @contextmanager
-def cdc_thread(settings: Settings) -> Iterator[tuple[CdcService, ServiceThread]]:
+def cdc_thread(
+    settings: Settings, source: SourceSpec = SOURCE
+) -> Iterator[tuple[CdcService, ServiceThread]]:
     """Like running_cdc, with the thread (its `failure`) for tests that watch it run."""
-    service = CdcService(settings, SOURCE, Metrics())
+    service = CdcService(settings, source, Metrics())
     thread = ServiceThread(service, "cdc")
     deadline = time.monotonic() + 30
     while not slot_active(settings):

@@ -13,6 +13,8 @@ from bluegreen.core.config import Settings
 from bluegreen.core.kafka import make_consumer, topic_ends
 from bluegreen.core.metrics import Metrics
 from consumers.service import ConsumerService
+from schemas.catalog import CATALOG
+from schemas.domain import Domain
 from tests.support.service_thread import ServiceThread
 
 
@@ -58,8 +60,8 @@ def wait_drained(settings: Settings, timeout_s: float = 120) -> None:
 
 
 @contextmanager
-def running_consumer(settings: Settings) -> Iterator[ConsumerService]:
-    service = ConsumerService(settings, Metrics())
+def running_consumer(settings: Settings, domain: Domain = CATALOG) -> Iterator[ConsumerService]:
+    service = ConsumerService(settings, domain, Metrics())
     thread = ServiceThread(service, "consume")
     try:
         yield service

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from bluegreen.core.config import KafkaSettings, load_settings
+from bluegreen.core.config import KafkaSettings, as_environment, load_settings
 from bluegreen.core.errors import ConfigError
 
 
@@ -104,4 +104,15 @@ def test_stack_refuses_non_loopback_and_clashing_ports(monkeypatch: pytest.Monke
     monkeypatch.delenv("BLUEGREEN_STACK__HOST")
     monkeypatch.setenv("BLUEGREEN_STACK__GREEN_PORT", "15432")
     with pytest.raises(ConfigError, match="distinct"):
+        load_settings()
+
+
+def test_the_domain_is_named_by_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().domain == "schemas.catalog:CATALOG"
+    monkeypatch.setenv("BLUEGREEN_DOMAIN", "tests.support.tiny:TINY")
+    settings = load_settings()
+    assert settings.domain == "tests.support.tiny:TINY"
+    assert as_environment(settings)["BLUEGREEN_DOMAIN"] == "tests.support.tiny:TINY"
+    monkeypatch.setenv("BLUEGREEN_DOMAIN", "no colon here")
+    with pytest.raises(ConfigError, match="BLUEGREEN_DOMAIN"):
         load_settings()

@@ -32,6 +32,7 @@ from bluegreen.core.config import KafkaSettings, Settings
 from bluegreen.core.errors import SerializationError, TransformError
 from bluegreen.core.kafka import make_consumer
 from cutover.verify import verify
+from schemas.catalog import CATALOG
 from schemas.catalog.blue import COLUMNS
 from schemas.catalog.transform import GreenState, Listing, Product, green_state, listing_upsert
 from schemas.codec import default_codec
@@ -150,7 +151,7 @@ def state_differences(settings: Settings) -> list[Difference]:
 
 def verify_report(settings: Settings) -> tuple[int, list[dict[str, Any]]]:
     """`bluegreen verify`'s count of differences (unsettled SKUs included) and a sample."""
-    report = verify(settings)
+    report = verify(settings, CATALOG)
     sample = [asdict(d) for d in report.differences[:20]]
     sample += [{"sku": sku, "kind": "unsettled"} for sku in report.unsettled[:5]]
     return len(report.differences) + len(report.unsettled), sample

@@ -10,6 +10,7 @@ import typer
 
 from bluegreen.core import logs
 from bluegreen.core.config import Settings, load_settings
+from schemas.domain import Domain, load_domain
 
 _DEBUG = {"on": False}
 
@@ -36,6 +37,11 @@ class CliContext:
             self._settings = load_settings(self.config_file, overrides)
             logs.configure(self._settings.log)
         return self._settings
+
+    @property
+    def domain(self) -> Domain:
+        """The domain the settings name (the demo catalog unless BLUEGREEN_DOMAIN says)."""
+        return load_domain(self.settings.domain)
 
 
 def cli_context(ctx: typer.Context) -> CliContext:

@@ -17,7 +17,6 @@ from cutover import fence, gates, switch
 from cutover.verify import VerifyReport, verify
 from producers.blue_setup import drop_capture
 from producers.snapshot import service as snapshot
-from schemas.catalog import SOURCE
 
 Timeout = Annotated[
     float,
@@ -39,10 +38,12 @@ def _print_verify(report: VerifyReport, console: Console) -> None:
         for column in ("sku", "kind", "table", "channel", "fields", "detail"):
             table.add_column(column, overflow="fold")
         for d in report.differences[:100]:
-            table.add_row(d.sku, d.kind, d.table, d.channel or "", ", ".join(d.fields), d.detail)
+            part = "" if d.channel is None else str(d.channel)
+            table.add_row(str(d.sku), d.kind, d.table, part, ", ".join(d.fields), d.detail)
         console.print(table)
     if report.unsettled:
-        console.print(f"still changing on every snapshot tried: {', '.join(report.unsettled[:50])}")
+        unsettled = ", ".join(map(str, report.unsettled[:50]))
+        console.print(f"still changing on every snapshot tried: {unsettled}")
 
 
 def verify_cmd(
@@ -64,21 +65,21 @@ def verify_cmd(
     With CDC and the consumer running (the default), a fence proves green holds every
     blue change up to the snapshot compared. Exit 1 when differences remain.
     """
-    settings = cli_context(ctx).settings
+    settings, domain = cli_context(ctx).settings, cli_context(ctx).domain
     console = Console(width=160)
     wait = None if no_fence else fence.waiter(settings, timeout)
-    report = verify(settings, wait_for=wait)
+    report = verify(settings, domain, wait_for=wait)
     gates.record(settings, report)
     if repair and not report.clean:
-        keys = report.keys()
+        keys = report.keys(domain)
         if not as_json:
             _print_verify(report, console)
             console.print(f"repairing: re-snapshot of {len(keys)} keys through the pipeline")
         with db.connect(settings.control_dsn) as conn:
             control.ensure_schema(conn)
-            control.add_key_task(conn, SOURCE.qualified, keys)
-        snapshot.SnapshotService(settings, SOURCE, Metrics()).run(workers=1)
-        report = verify(settings, wait_for=fence.waiter(settings, timeout))
+            control.add_key_task(conn, domain.source.qualified, keys)
+        snapshot.SnapshotService(settings, domain.source, Metrics()).run(workers=1)
+        report = verify(settings, domain, wait_for=fence.waiter(settings, timeout))
         gates.record(settings, report)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2, default=str))
@@ -108,7 +109,12 @@ def cutover_cmd(
     settings = cli_context(ctx).settings
     try:
         report = switch.cutover(
-            settings, timeout_s=timeout, dry_run=dry_run, force=force, reason=reason
+            settings,
+            cli_context(ctx).domain,
+            timeout_s=timeout,
+            dry_run=dry_run,
+            force=force,
+            reason=reason,
         )
     except switch.CutoverRefusedError as exc:
         typer.echo(f"bluegreen: {exc}", err=True)

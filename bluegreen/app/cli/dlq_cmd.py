@@ -28,7 +28,7 @@ def list_(
     settings = cli_context(ctx).settings
     letters, total = dlq.read_open(settings.kafka, settings.consumer.group_id)
     try:
-        letters = dlq.classify(letters, settings.green_dsn)
+        letters = dlq.classify(letters, settings.green_dsn, cli_context(ctx).domain)
         known = True
     except psycopg.Error as exc:
         known = False
@@ -78,7 +78,9 @@ def replay(ctx: typer.Context) -> None:
     marked replayed with the others.
     """
     settings = cli_context(ctx).settings
-    report = dlq.replay_open(settings.kafka, settings.consumer.group_id, settings.green_dsn)
+    report = dlq.replay_open(
+        settings.kafka, settings.consumer.group_id, settings.green_dsn, cli_context(ctx).domain
+    )
     typer.echo(
         f"replayed {report.replayed} dead letters to {settings.kafka.topic}; skipped "
         f"{report.superseded} superseded (green holds newer versions of their keys)"

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from consumers import positions
 from schemas.catalog.ddl import ddl_script
 from schemas.codec import load_version_dir, load_versions
 from schemas.compat import check_evolution
@@ -49,3 +50,5 @@ def ddl(color: Annotated[str, typer.Argument(help="blue or green")]) -> None:
     if color not in ("blue", "green"):
         raise typer.BadParameter("blue or green", param_hint="COLOR")
     typer.echo(ddl_script(color))
+    if color == "green":  # the engine's own table, beside the domain's
+        typer.echo(positions.DDL.strip())

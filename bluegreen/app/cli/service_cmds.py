@@ -13,7 +13,6 @@ from bluegreen.core.metrics import Metrics, serve
 from bluegreen.core.runtime import tune_for_throughput
 from consumers.service import ConsumerService
 from producers.cdc.service import CdcService
-from schemas.catalog import SOURCE
 
 MetricsPort = Annotated[int, typer.Option(help="Port of /metrics (0: any free port, -1: off).")]
 
@@ -33,7 +32,7 @@ def cdc(ctx: typer.Context, metrics_port: MetricsPort = 9461) -> None:
     if metrics_port >= 0:
         port = serve(settings.metrics.model_copy(update={"port": metrics_port}), metrics.registry)
     metrics.service_info.labels("cdc").set(1)
-    service = CdcService(settings, SOURCE, metrics)
+    service = CdcService(settings, cli_context(ctx).domain.source, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: service.request_stop())
     get_logger(service="cdc").info("starting", metrics_port=port)
@@ -53,7 +52,7 @@ def consume(ctx: typer.Context, metrics_port: MetricsPort = 9462) -> None:
         port = serve(settings.metrics.model_copy(update={"port": metrics_port}), metrics.registry)
     metrics.service_info.labels("consume").set(1)
     tune_for_throughput()
-    service = ConsumerService(settings, metrics)
+    service = ConsumerService(settings, cli_context(ctx).domain, metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: service.request_stop())
     get_logger(service="consume").info("starting", metrics_port=port)

@@ -11,7 +11,6 @@ from bluegreen.app.cli.context import cli_context
 from bluegreen.core import db
 from bluegreen.core.metrics import Metrics, serve
 from producers.snapshot import service
-from schemas.catalog import SOURCE
 
 app = typer.Typer(
     help="Snapshot blue into Kafka as independent, resumable tasks.",
@@ -43,7 +42,7 @@ def snapshot(
     metrics = Metrics()
     if metrics_port >= 0:
         serve(settings.metrics.model_copy(update={"port": metrics_port}), metrics.registry)
-    report = service.SnapshotService(settings, SOURCE, metrics).run(
+    report = service.SnapshotService(settings, cli_context(ctx).domain.source, metrics).run(
         workers or settings.snapshot.workers
     )
     typer.echo(
@@ -71,7 +70,7 @@ def snapshot(
 def plan(ctx: typer.Context) -> None:
     """Create the CDC slot, the topic and the tasks, without running workers."""
     settings = cli_context(ctx).settings
-    count, fresh = service.prepare(settings, SOURCE)
+    count, fresh = service.prepare(settings, cli_context(ctx).domain.source)
     typer.echo(f"{count} tasks {'planned' if fresh else 'already planned'}")
 
 

@@ -116,18 +116,18 @@ def status(
     ] = 0,
 ) -> None:
     """Phase, where reads go, snapshot tasks, CDC source lag, consumer lag, DLQ, verification."""
-    settings = cli_context(ctx).settings
+    settings, domain = cli_context(ctx).settings, cli_context(ctx).domain
     if as_json:
-        typer.echo(json.dumps(collect(settings).as_dict(), indent=2, default=str))
+        typer.echo(json.dumps(collect(settings, domain).as_dict(), indent=2, default=str))
         return
     console = Console(width=160)
     if not watch:
-        console.print(render(collect(settings)))
+        console.print(render(collect(settings, domain)))
         return
     # Not a terminal (a pipe, a log): print every frame whole, not cropped to a screen.
     overflow: Literal["ellipsis", "visible"] = "ellipsis" if console.is_terminal else "visible"
     with Live(
-        render(collect(settings)),
+        render(collect(settings, domain)),
         console=console,
         refresh_per_second=4,
         vertical_overflow=overflow,
@@ -136,7 +136,7 @@ def status(
             refreshes = 0
             while not iterations or refreshes < iterations:
                 time.sleep(interval)
-                live.update(render(collect(settings)))
+                live.update(render(collect(settings, domain)))
                 refreshes += 1
         except KeyboardInterrupt:
             return

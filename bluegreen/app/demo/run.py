@@ -27,7 +27,7 @@ from cutover import fence, switch
 from cutover.verify import verify
 from producers.blue_setup import drop_capture
 from producers.snapshot import service as snapshot
-from schemas.catalog import SOURCE
+from schemas.catalog import CATALOG
 from schemas.catalog.seed_load import load_seed
 
 CDC_PORT, CONSUME_PORTS = 19461, (19462, 19472)
@@ -88,7 +88,7 @@ def _cutover_until_ready(
     last: Exception | None = None
     for _ in range(attempts):
         try:
-            return switch.cutover(settings, timeout_s=timeout_s)
+            return switch.cutover(settings, CATALOG, timeout_s=timeout_s)
         except switch.CutoverRefusedError as exc:
             last = exc
             get_logger(component="demo").info("cutover refused, waiting", reason=str(exc)[:300])
@@ -144,7 +144,7 @@ class Demo:
 
     def snapshot(self) -> None:
         self.step("snapshot with 2 workers")
-        snap = snapshot.SnapshotService(self.settings, SOURCE, Metrics()).run(2)
+        snap = snapshot.SnapshotService(self.settings, CATALOG.source, Metrics()).run(2)
         if not snap.ok:
             raise BluegreenError(f"the snapshot did not complete: {snap}")
         self.report.snapshot_seconds = round(snap.seconds, 2)
@@ -191,7 +191,7 @@ class Demo:
         self.writes.join(30)
         self.report.blue_changes = self.writes.changes
         self.step("final verification")
-        verified = verify(self.settings, wait_for=fence.waiter(self.settings, 300))
+        verified = verify(self.settings, CATALOG, wait_for=fence.waiter(self.settings, 300))
         self.report.verify_differences = len(verified.differences) + len(verified.unsettled)
         self.report.verify_seconds = round(verified.seconds, 2)
         self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = _latency(
