@@ -182,7 +182,8 @@ class Codec:
         writer = self.writer_of(data)
         if writer is self.reader:
             try:
-                record, end = self._fast_read(data, HEADER_SIZE)
+                fast: dict[str, Any]
+                fast, end = self._fast_read(data, HEADER_SIZE)
             except (IndexError, ValueError, UnicodeDecodeError, OverflowError) as exc:
                 raise SerializationError(
                     f"corrupt message body for schema v{writer.version}: "
@@ -192,7 +193,7 @@ class Codec:
                 raise SerializationError(
                     f"corrupt message: {len(data) - end} trailing bytes after the record"
                 )
-            return record
+            return fast
         reader = self.reader.parsed
         stream = io.BytesIO(data)
         stream.seek(HEADER_SIZE)

@@ -38,7 +38,9 @@ class SourceSpec:
     avro: Path | None = None
     names: tuple[str, ...] = field(init=False)
     _decimal_positions: tuple[int, ...] = field(init=False)
-    _converters: dict[tuple[str, ...], Any] = field(init=False, repr=False, compare=False)
+    _converters: dict[tuple[str, ...], Callable[[Sequence[str | None]], tuple[Any, ...]]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(c.name for c in self.columns))

@@ -51,7 +51,7 @@ def _driver_error(exc: DBAPIError) -> BaseException:
 def ddl_script(color: str) -> str:
     """The CREATE statements for one side, as PostgreSQL text (for review or DBAs)."""
     metadata = BlueBase.metadata if color == "blue" else GreenBase.metadata
-    dialect = postgresql.dialect()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
     parts = [
         str(CreateSchema(s, if_not_exists=True).compile(dialect=dialect)) + ";"
         for s in (SCHEMAS if color == "green" else ())

@@ -92,7 +92,7 @@ def _drop_secondary_indexes(conn: psycopg.Connection[Any]) -> list[sql.SQL | sql
     table = LegacyProduct.__table__
     assert isinstance(table, Table)
     rebuild: list[sql.SQL | sql.Composed] = []
-    dialect = postgresql.dialect()
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it untyped
     target = SOURCE.table_sql
     for constraint in table.constraints:
         if isinstance(constraint, UniqueConstraint):

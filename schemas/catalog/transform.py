@@ -132,7 +132,7 @@ def transform(event: Mapping[str, Any]) -> list[ListingOp]:
 
 
 def _image(event: Mapping[str, Any], side: str) -> Mapping[str, Any]:
-    image = event.get(side)
+    image: Mapping[str, Any] | None = event.get(side)
     if image is None:
         raise TransformError(f"a {event['op']!r} event without its {side!r} image")
     return image
