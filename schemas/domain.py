@@ -128,6 +128,20 @@ class Supersession:
 
 
 @dataclass(frozen=True)
+class ReverseSpec:
+    """How green's changes go back to blue once writes are on green (issue 14).
+
+    ``tables``: green's (schema, table) pairs the reverse capture publishes; every one
+    has the aggregate key column ``key_column`` (so a change names its aggregate, and a
+    delete's replica identity carries it). The reverse applier's part (reading an
+    aggregate's green state, the inverse transform, blue's writes) is added beside it.
+    """
+
+    tables: tuple[tuple[str, str], ...]
+    key_column: str
+
+
+@dataclass(frozen=True)
 class Domain:
     """One migration's domain. See the module docstring; ``ref`` must name where the
     object itself is defined (it is how the object travels to other processes)."""
@@ -145,6 +159,8 @@ class Domain:
     verify: VerifySpec
     # None: no dead letter is ever superseded (every open one blocks a cutover).
     superseded: Supersession | None = None
+    # None: writes never move to green for this domain (no reverse replication).
+    reverse: ReverseSpec | None = None
 
     def codec(self) -> Codec:
         return codec_for(self.source.avro)

@@ -66,6 +66,8 @@ class KafkaSettings(_Frozen):
     partitions: int = Field(default=6, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=16)
     dlq_topic: str = ""
+    # Green's changes back to blue once writes are on green (default: <topic>.reverse).
+    reverse_topic: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:
@@ -81,6 +83,8 @@ class KafkaSettings(_Frozen):
             raise ValueError("sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL")
         if not self.dlq_topic:
             object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
+        if not self.reverse_topic:
+            object.__setattr__(self, "reverse_topic", f"{self.topic}.reverse")
         return self
 
     def client_config(self) -> dict[str, str]:

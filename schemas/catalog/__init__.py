@@ -14,7 +14,7 @@ from schemas.catalog.staged import STAGE, stage_row
 from schemas.catalog.superseded import listing_keys, newer_in_green
 from schemas.catalog.transform import transform
 from schemas.catalog.verify_spec import VERIFY
-from schemas.domain import Domain, Supersession
+from schemas.domain import Domain, ReverseSpec, Supersession
 
 CATALOG = Domain(
     ref="schemas.catalog:CATALOG",
@@ -26,6 +26,9 @@ CATALOG = Domain(
     apply=APPLY,
     verify=VERIFY,
     superseded=Supersession(listing_keys, newer_in_green),
+    reverse=ReverseSpec(
+        tables=(("catalog", "product"), ("catalog", "channel_listing")), key_column="sku"
+    ),
 )
 
 __all__ = ["CATALOG", "SOURCE"]
