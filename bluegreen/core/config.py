@@ -199,6 +199,19 @@ class ConsumerSettings(_Frozen):
     reconnect_timeout_s: float = Field(default=300.0, gt=0)
 
 
+class ReverseApplySettings(_Frozen):
+    """The reverse applier (green -> blue once writes are on green): batching, origins."""
+
+    group_id: str = "bluegreen-reverse-apply"
+    batch_max_messages: int = Field(default=1_000, ge=1)
+    batch_max_wait_s: float = Field(default=0.05, gt=0)
+    # Replication origins bluegreen_reverse_1..N: one per running applier process.
+    origins: int = Field(default=16, ge=1, le=1000)
+    lag_interval_s: float = Field(default=2.0, gt=0)
+    # How long the service keeps reconnecting to blue, green or Kafka before it exits.
+    reconnect_timeout_s: float = Field(default=300.0, gt=0)
+
+
 class MetricsSettings(_Frozen):
     """Where a service exposes /metrics; each service command may override the port."""
 
@@ -227,6 +240,7 @@ class Settings(BaseSettings):
     snapshot: SnapshotSettings = SnapshotSettings()
     cdc: CdcSettings = CdcSettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    reverse_apply: ReverseApplySettings = ReverseApplySettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     # What is migrated: "package.module:NAME" of a schemas.domain.Domain, imported by

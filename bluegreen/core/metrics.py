@@ -148,6 +148,32 @@ class Metrics:
             "1 while the consumer pauses its partitions because green refuses writes.",
             registry=r,
         )
+        # -- reverse applier (green -> blue, issue 14) ------------------------------------
+        self.reverse_applied = Counter(
+            "bluegreen_reverse_aggregates_applied_total",
+            "Aggregates (e.g. SKUs) the reverse applier wrote into blue, by what it did.",
+            ["action"],
+            registry=r,
+        )
+        self.reverse_batch_seconds = Histogram(
+            "bluegreen_reverse_batch_apply_seconds",
+            "Seconds one reverse batch took: lock, green read, inverse, blue writes, commit.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.reverse_latency_seconds = Histogram(
+            "bluegreen_reverse_latency_seconds",
+            "Seconds from a change's commit on green to the commit of blue's transaction "
+            "that applied it.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reverse_lag = Gauge(
+            "bluegreen_reverse_lag_messages",
+            "Reverse-topic messages not yet applied to blue: high watermark minus position.",
+            ["partition"],
+            registry=r,
+        )
         # -- migration (exported by the consumer from the control database) ---------------
         self.migration_phase = Gauge(
             "bluegreen_migration_phase",

@@ -9,12 +9,13 @@ To migrate another domain, build another Domain the same way and name it in
 
 from schemas.catalog.ddl import create_green
 from schemas.catalog.green_apply import APPLY
+from schemas.catalog.reverse_spec import REVERSE
 from schemas.catalog.source import SOURCE
 from schemas.catalog.staged import STAGE, stage_row
 from schemas.catalog.superseded import listing_keys, newer_in_green
 from schemas.catalog.transform import transform
 from schemas.catalog.verify_spec import VERIFY
-from schemas.domain import Domain, ReverseSpec, Supersession
+from schemas.domain import Domain, Supersession
 
 CATALOG = Domain(
     ref="schemas.catalog:CATALOG",
@@ -26,9 +27,7 @@ CATALOG = Domain(
     apply=APPLY,
     verify=VERIFY,
     superseded=Supersession(listing_keys, newer_in_green),
-    reverse=ReverseSpec(
-        tables=(("catalog", "product"), ("catalog", "channel_listing")), key_column="sku"
-    ),
+    reverse=REVERSE,
 )
 
 __all__ = ["CATALOG", "SOURCE"]

@@ -14,6 +14,7 @@ from bluegreen.app.cli import (
     cutover_cmd,
     demo_cmd,
     dlq_cmd,
+    reverse_cmd,
     schemas_cmd,
     seed_cmd,
     service_cmds,
@@ -45,6 +46,7 @@ app.command("complete")(cutover_cmd.complete_cmd)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(bench_cmd.app, name="bench")
 app.command("chaos")(chaos_cmd.chaos)
+app.command("reverse-apply")(reverse_cmd.reverse_apply)
 
 
 def _version(value: bool) -> None:
