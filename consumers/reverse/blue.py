@@ -98,9 +98,10 @@ class ReverseStatements:
         table = sql.Identifier(*spec.blue_table)
         key = sql.Identifier(spec.blue_key)
         names = sql.SQL(", ").join
-        self.read = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%(keys)s) FOR UPDATE").format(
+        self.select = sql.SQL("SELECT {} FROM {} WHERE {} = ANY(%(keys)s)").format(
             names(map(sql.Identifier, spec.read_columns)), table, key
         )
+        self.read = self.select + sql.SQL(" FOR UPDATE")  # the applier's: rows it rewrites
         updated = [c for c in spec.write_columns if c not in spec.natural_key]
         self.upsert = sql.SQL(
             "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}"

@@ -15,6 +15,7 @@ from bluegreen.core import db, kafka
 from bluegreen.core.metrics import Metrics
 from cutover import fence, gates, switch
 from cutover.verify import VerifyReport, verify
+from cutover.verify_reverse import verify_reverse
 from producers.blue_setup import drop_capture
 from producers.snapshot import service as snapshot
 
@@ -59,6 +60,14 @@ def verify_cmd(
     ] = False,
     timeout: Timeout = 120.0,
     as_json: JsonFlag = False,
+    direction: Annotated[
+        str,
+        typer.Option(
+            "--direction",
+            help="forward: green == transform(blue); reverse: blue == inverse(green) "
+            "(writes on green: a fence through reverse-cdc and reverse-apply).",
+        ),
+    ] = "forward",
 ) -> None:
     """Compare transform(blue) with green, every key; list exactly the keys that differ.
 
@@ -67,9 +76,16 @@ def verify_cmd(
     """
     settings, domain = cli_context(ctx).settings, cli_context(ctx).domain
     console = Console(width=160)
+    if direction not in ("forward", "reverse"):
+        raise typer.BadParameter("forward or reverse", param_hint="--direction")
     wait = None if no_fence else fence.waiter(settings, timeout)
-    report = verify(settings, domain, wait_for=wait)
-    gates.record(settings, report)
+    if direction == "reverse":
+        fence_timeout = None if no_fence else timeout
+        report = verify_reverse(settings, domain, fence_timeout_s=fence_timeout)
+        repair = False  # a reverse difference is repaired by the reverse applier, not here
+    else:
+        report = verify(settings, domain, wait_for=wait)
+        gates.record(settings, report)
     if repair and not report.clean:
         keys = report.keys(domain)
         if not as_json:
