@@ -330,7 +330,16 @@ def as_environment(settings: Settings) -> dict[str, str]:
     }
     env[f"{ENV_PREFIX}DOMAIN"] = settings.domain
     data = settings.model_dump(mode="json")
-    for section in ("kafka", "stack", "snapshot", "cdc", "consumer", "metrics", "log"):
+    for section in (
+        "kafka",
+        "stack",
+        "snapshot",
+        "cdc",
+        "consumer",
+        "reverse_apply",
+        "metrics",
+        "log",
+    ):
         value = getattr(settings, section)
         for key, item in data[section].items():
             if item is None:

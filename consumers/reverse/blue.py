@@ -9,8 +9,8 @@ holds every aggregate key the applier wrote, with the newest green LSN it reflec
 
 One transaction per batch, state-based: lock the batch's partitions, read the touched
 aggregates' current state from green (one query), read their blue rows (FOR UPDATE),
-compute the domain's inverse, and write only the difference (upsert on the natural
-key with executemany, delete with one statement); then the touched keys and the
+compute the domain's inverse, and write only the difference (upserts on the natural
+key, then deletes: each one executemany, pipelined); then the touched keys and the
 positions. The newest read always wins: a replay writes nothing new, and order within
 a key does not matter.
 """
@@ -115,10 +115,12 @@ class ReverseStatements:
                 for c in updated
             ),
         )
-        self.delete = sql.SQL("DELETE FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))").format(
+        self.delete = sql.SQL("DELETE FROM {} WHERE {}").format(
             table,
-            names(map(sql.Identifier, spec.natural_key)),
-            names(sql.Placeholder() for _ in spec.natural_key),
+            sql.SQL(" AND ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder())
+                for c in spec.natural_key
+            ),
         )
 
 
@@ -236,11 +238,11 @@ class BlueWriter:
             more, gone = difference(spec, by_key[key], wanted)
             upserts += more
             deletes += gone
-        if deletes:
-            columns = [list(column) for column in zip(*deletes, strict=True)]
-            blue.execute(self._sql.delete, columns)
+        cursor = blue.cursor()
+        if deletes:  # rare (a listing or product gone): one statement per row is fine
+            cursor.executemany(self._sql.delete, deletes)
         if upserts:
-            blue.cursor().executemany(self._sql.upsert, upserts)
+            cursor.executemany(self._sql.upsert, upserts)
         return len(upserts), len(deletes)
 
     def close(self) -> None:
