@@ -238,11 +238,11 @@ class BlueWriter:
             more, gone = difference(spec, by_key[key], wanted)
             upserts += more
             deletes += gone
-        cursor = blue.cursor()
+        writes = blue.cursor()
         if deletes:  # rare (a listing or product gone): one statement per row is fine
-            cursor.executemany(self._sql.delete, deletes)
+            writes.executemany(self._sql.delete, deletes)
         if upserts:
-            cursor.executemany(self._sql.upsert, upserts)
+            writes.executemany(self._sql.upsert, upserts)
         return len(upserts), len(deletes)
 
     def close(self) -> None:
