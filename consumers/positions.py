@@ -49,18 +49,19 @@ NOTHING_APPLIED = 0
 
 @dataclass(frozen=True)
 class PositionTable:
-    """Where a side keeps its positions: (schema, table)."""
+    """Where a side keeps its positions: (schema, table), and which side that is."""
 
     schema: str
     table: str
+    side: str
 
     @property
     def name(self) -> sql.Identifier:
         return sql.Identifier(self.schema, self.table)
 
 
-APPLY = PositionTable("sync", "apply_position")  # green: the forward applier's
-REVERSE = PositionTable("bluegreen_sync", "reverse_position")  # blue: the reverse applier's
+APPLY = PositionTable("sync", "apply_position", "green")  # green: the forward applier's
+REVERSE = PositionTable("bluegreen_sync", "reverse_position", "blue")  # blue: the reverse applier's
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,14 @@ class Position:
 
 
 class PositionMovedError(Exception):
-    """Green's position of a partition is not where the batch starts: nothing applied."""
+    """The stored position of a partition is not where the batch starts: nothing applied."""
 
-    def __init__(self, moved: Mapping[int, int | None]) -> None:
+    def __init__(self, moved: Mapping[int, int | None], side: str = "green") -> None:
         self.moved = dict(moved)
         described = ", ".join(
             f"partition {p} at {'nothing' if o is None else o}" for p, o in sorted(moved.items())
         )
-        super().__init__(f"green's positions moved: {described}")
+        super().__init__(f"{side}'s positions moved: {described}")
 
 
 # Services start together (two consumers, say): one creates the table, the others wait.
@@ -168,7 +169,7 @@ def lock(
     stored.update({int(p): int(offset) for p, offset in rows})
     moved = {p: stored[p] for p, offset in expected.items() if stored[p] != offset}
     if moved:
-        raise PositionMovedError(moved)
+        raise PositionMovedError(moved, table.side)
 
 
 class PositionReader:

@@ -90,7 +90,8 @@ class ReverseApplyService:
     @property
     def origin(self) -> str | None:
         """The replication origin this process's blue session carries (None: no session)."""
-        return self._writer.origin
+        writer: BlueWriter | None = getattr(self, "_writer", None)
+        return writer.origin if writer is not None else None
 
     def run(self) -> None:
         settings = self.settings
