@@ -141,8 +141,8 @@ class ReverseApplyService:
                 self._kafka_error(error)
                 continue
             partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-            if partition not in self._owned:
-                continue  # revoked or rewinding: consumed again from blue's position
+            if partition not in self._owned or offset < self._owned[partition]:
+                continue  # revoked, rewinding, or fetched before a seek: blue holds it
             if self._kafka.down:
                 self._kafka.succeeded()
             change = reverse.decode(message.value())  # SerializationError stops the service
