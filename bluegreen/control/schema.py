@@ -29,6 +29,17 @@ CREATE TABLE IF NOT EXISTS bluegreen.read_router (
 );
 INSERT INTO bluegreen.read_router (id, color, epoch, switched_by)
 VALUES (1, 'blue', 0, 'initial') ON CONFLICT DO NOTHING;
+-- Write ownership (issue 14) on the same record: which color takes writes, its own
+-- epoch (bumped on every pause, flip and resume), whether routers hold new writes and
+-- for how long at most, and whether keys written on green still await their refresh.
+ALTER TABLE bluegreen.read_router
+    ADD COLUMN IF NOT EXISTS write_color text NOT NULL DEFAULT 'blue'
+        CHECK (write_color IN ('blue', 'green')),
+    ADD COLUMN IF NOT EXISTS write_epoch bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS writes_paused boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS pause_budget_ms integer NOT NULL DEFAULT 1000,
+    ADD COLUMN IF NOT EXISTS paused_at timestamptz,
+    ADD COLUMN IF NOT EXISTS refresh_pending boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS bluegreen.audit (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),
