@@ -133,8 +133,15 @@ def cutover_writes(
     prepare_green: reverse_hooks.PrepareGreen | None = None,
 ) -> WriteSwitchReport:
     """From reads-on-green with every read gate passing: writes to green."""
-    spec = domain.reverse
-    if spec is None:
+    report = preflight(settings, domain, timeout_s)
+    return switch_to_green(
+        settings, domain, report, budget_s=budget_s, reason=reason, prepare_green=prepare_green
+    )
+
+
+def preflight(settings: Settings, domain: Domain, timeout_s: float) -> WriteSwitchReport:
+    """Refuse unless reads are on green, writes on blue and every gate passes (audited)."""
+    if domain.reverse is None:
         raise BluegreenError(f"domain {domain.ref} has no reverse spec: writes stay on blue")
     report = WriteSwitchReport("write cutover", owner="blue")
     with db.connect(settings.control_dsn) as conn:
@@ -155,6 +162,21 @@ def cutover_writes(
                 details={"gates": [g.as_dict() for g in report.gates]},
             )
         raise switch.CutoverRefusedError(f"write cutover refused — {failing}")
+    return report
+
+
+def switch_to_green(
+    settings: Settings,
+    domain: Domain,
+    report: WriteSwitchReport,
+    *,
+    budget_s: float,
+    reason: str | None = None,
+    prepare_green: reverse_hooks.PrepareGreen | None = None,
+) -> WriteSwitchReport:
+    """The switch itself, after `preflight` (whose report it completes)."""
+    spec = domain.reverse
+    assert spec is not None  # preflight refused otherwise
     prepare = prepare_green or reverse_hooks.prepare_green
     leg = Leg(
         name="write cutover",
