@@ -10,6 +10,7 @@ acknowledged on green are on green.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -36,6 +37,7 @@ from tests.support.app_writers import (
     writing,
 )
 from tests.support.cdc import running_cdc, wait_confirmed
+from tests.support.cli import bluegreen
 from tests.support.consume import running_consumer, wait_drained
 
 pytestmark = pytest.mark.integration
@@ -137,6 +139,19 @@ def test_writes_move_to_green_held_not_failed_and_nothing_lost(reads_on_green: S
     # Reads cannot go back to blue while green owns writes.
     with pytest.raises(control.IllegalTransitionError):
         switch.rollback(settings)
+    # status: where reads and writes go; the reverse direction is n/a until it exists
+    shown = bluegreen(settings, "status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)
+    assert (data["phase"], data["reads_on"], data["writes_on"]) == (
+        "writes-on-green",
+        "green",
+        "green",
+    )
+    assert data["writes_paused"] is False and data["total_lag"] is not None
+    assert data["reverse_slot"] is None and data["total_reverse_lag"] is None
+    text = bluegreen(settings, "status").stdout
+    assert "writes owned by" in text and "reverse lag (messages)" in text and "n/a" in text
 
 
 def test_an_open_blue_transaction_aborts_the_switch_named_and_loses_nothing(
