@@ -114,6 +114,12 @@ def cutover_cmd(
     as_json: JsonFlag = False,
     writes: Writes = False,
     write_pause_budget: PauseBudget = "1s",
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover", help="With --writes: finish a write switch that died with writes paused."
+        ),
+    ] = False,
 ) -> None:
     """Switch reads to green once every gate passes: snapshot complete, no open dead
     letters, lag zero end to end (a fence applied on every partition), verification clean.
@@ -132,6 +138,7 @@ def cutover_cmd(
             timeout=timeout,
             reason=reason,
             as_json=as_json,
+            recover=recover,
         )
         return
     try:

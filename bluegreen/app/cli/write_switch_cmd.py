@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bluegreen.core.config import Settings
-from cutover import switch, write_rollback, write_switch
+from cutover import switch, write_recover, write_rollback, write_switch
 from schemas.domain import Domain
 
 
@@ -42,7 +42,12 @@ def cutover_writes(
     timeout: float,
     reason: str | None,
     as_json: bool,
+    recover: bool = False,
 ) -> None:
+    if recover:
+        state = write_recover.recover(settings, domain, reason=reason)
+        typer.echo(f"writes resumed, owned by {state.route.color}, write epoch {state.route.epoch}")
+        return
     try:
         report = write_switch.cutover_writes(
             settings,
