@@ -32,14 +32,25 @@ VALUES (1, 'blue', 0, 'initial') ON CONFLICT DO NOTHING;
 -- Write ownership (issue 14) on the same record: which color takes writes, its own
 -- epoch (bumped on every pause, flip and resume), whether routers hold new writes and
 -- for how long at most, and whether keys written on green still await their refresh.
-ALTER TABLE bluegreen.read_router
-    ADD COLUMN IF NOT EXISTS write_color text NOT NULL DEFAULT 'blue'
-        CHECK (write_color IN ('blue', 'green')),
-    ADD COLUMN IF NOT EXISTS write_epoch bigint NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS writes_paused boolean NOT NULL DEFAULT false,
-    ADD COLUMN IF NOT EXISTS pause_budget_ms integer NOT NULL DEFAULT 1000,
-    ADD COLUMN IF NOT EXISTS paused_at timestamptz,
-    ADD COLUMN IF NOT EXISTS refresh_pending boolean NOT NULL DEFAULT false;
+-- Added in one ALTER, only when missing: ALTER TABLE takes an ACCESS EXCLUSIVE lock,
+-- which routers polling the record should not meet on every command's start.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns WHERE table_schema = 'bluegreen'
+        AND table_name = 'read_router' AND column_name = 'write_color'
+    ) THEN
+        ALTER TABLE bluegreen.read_router
+            ADD COLUMN write_color text NOT NULL DEFAULT 'blue'
+                CHECK (write_color IN ('blue', 'green')),
+            ADD COLUMN write_epoch bigint NOT NULL DEFAULT 0,
+            ADD COLUMN writes_paused boolean NOT NULL DEFAULT false,
+            ADD COLUMN pause_budget_ms integer NOT NULL DEFAULT 1000,
+            ADD COLUMN paused_at timestamptz,
+            ADD COLUMN refresh_pending boolean NOT NULL DEFAULT false;
+    END IF;
+END
+$$;
 CREATE TABLE IF NOT EXISTS bluegreen.audit (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),
