@@ -32,6 +32,15 @@ def _setup() -> Any:
         ) from exc
 
 
+def available() -> bool:
+    """Whether the reverse capture is installed (the demo's write story needs it)."""
+    try:
+        _setup()
+    except BluegreenError:
+        return False
+    return True
+
+
 def prepare_green(settings: Settings, spec: ReverseSpec) -> Any:
     return _setup().prepare_green(settings, spec)
 
