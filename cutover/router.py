@@ -12,8 +12,11 @@ owns writes when the pause ends.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,6 +80,9 @@ class TrafficRouter:
         }
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.client_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._reported: tuple[int, bool] | None = None
+        self._reported_at = 0.0
         (self.color, self.epoch), route = self._read_router()
         self.switches: list[Switch] = [Switch(self.color, self.epoch, time.time(), "start")]
         self.write_switches: list[Switch] = [Switch(route.color, route.epoch, time.time(), "start")]
@@ -133,6 +139,19 @@ class TrafficRouter:
         else:
             self._learn(*control.parse_router_notice(payload), "notify")
 
+    def _report(self, conn: psycopg.Connection) -> None:
+        """Tell the switch which write epoch this client acts on and whether its writes
+        on a paused owner have ended (on a change at once, else as a heartbeat)."""
+        if not self._write_pools:
+            return
+        route = self.writes.route
+        state = (route.epoch, not route.paused or self.writes.inflight(route.color) == 0)
+        now = time.monotonic()
+        if state == self._reported and now - self._reported_at < self._poll_interval_s:
+            return
+        control.report_client(conn, self.client_id, *state)
+        self._reported, self._reported_at = state, now
+
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
@@ -140,12 +159,21 @@ class TrafficRouter:
                     control.listen_router(conn)
                     control.listen_writes(conn)
                     self._poll(conn)  # anything missed while not listening
+                    polled = time.monotonic()
                     while not self._stop.is_set():
-                        for note in conn.notifies(timeout=self._poll_interval_s, stop_after=1):
+                        # While writes are paused, report the moment this client's writes
+                        # on the old owner have ended: the switch waits for it.
+                        paused = self.writes.route.paused
+                        timeout = 0.005 if paused else self._poll_interval_s
+                        for note in conn.notifies(timeout=timeout, stop_after=1):
                             self._notice(note.channel, note.payload)
-                        self._poll(conn)
+                        if time.monotonic() - polled >= (0.0 if not paused else 0.2):
+                            self._poll(conn)
+                            polled = time.monotonic()
+                        self._report(conn)
             except psycopg.Error as exc:
                 self._log.warning("router listener reconnecting", error=str(exc).strip()[:200])
+                self._reported = None
                 self._stop.wait(self._poll_interval_s)
 
     @contextmanager
@@ -171,6 +199,12 @@ class TrafficRouter:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(self._poll_interval_s + 2)
+        if self._write_pools:
+            try:
+                with psycopg.connect(self._control_dsn.get_secret_value(), autocommit=True) as c:
+                    control.forget_client(c, self.client_id)
+            except psycopg.Error as exc:  # its heartbeat ages out anyway
+                self._log.warning("router could not unregister", error=str(exc).strip()[:200])
         for pool in [*self._pools.values(), *self._write_pools.values()]:
             pool.close()
 

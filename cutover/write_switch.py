@@ -2,11 +2,13 @@
 
 One leg of the switch (``switch_leg``; ``write_rollback`` runs the mirror image):
 1. pause writes at the routers (audited; routers hold new writes for at most the
-   pause budget);
+   pause budget) and wait until every live router has seen the pause and its writes
+   on the old owner have ended (``bluegreen.write_client`` heartbeats);
 2. wait for the old owner's application transactions in flight to end
-   (``pg_stat_activity``: the application role's sessions holding a transaction id),
-   then SHARE-lock its application tables so no straggler can commit behind the
-   fence (reads go on); past the budget, name what blocks and resume on the old owner;
+   (``pg_stat_activity``: the application role's sessions holding a transaction id,
+   whatever client runs them), then SHARE-lock its application tables so no
+   straggler can commit behind the fence (reads go on); past the budget, name what
+   blocks and resume on the old owner;
 3. write a fence into the old owner's WAL and wait until the other side applied it on
    every partition: every acknowledged write is on both colors;
 4. what must exist before the new owner takes writes (green's reverse slot);
@@ -223,6 +225,7 @@ def switch_leg(
     log.info("writes paused", leg=leg.name, epoch=paused.route.epoch, budget_s=budget_s)
     flipped = False
     try:
+        _await_routers(settings, paused.route.epoch, deadline, report)
         with db.connect(leg.old_dsn) as old:
             _drain(leg, old, deadline, report)
             _fence(settings, leg, deadline, partitions, report)
@@ -271,6 +274,30 @@ def _step(report: WriteSwitchReport, name: str, action: Callable[[], Any], deadl
     report.steps_ms[name] = (time.monotonic() - step) * 1000
     if time.monotonic() > deadline:
         raise _Abort(name, f"{name} took {report.steps_ms[name]:.0f} ms: past the pause budget")
+
+
+LIVE_WITHIN_S = 3.0  # a router whose heartbeat is older is gone (it polls every second)
+
+
+def _await_routers(
+    settings: Settings, epoch: int, deadline: float, report: WriteSwitchReport
+) -> None:
+    """Until every live router has seen the pause and ended its writes on the old owner."""
+    step = time.monotonic()
+    with db.connect(settings.control_dsn, autocommit=True) as conn:
+        while lagging := control.lagging_clients(conn, epoch, LIVE_WITHIN_S):
+            if time.monotonic() >= deadline:
+                raise _Abort(
+                    "routers",
+                    f"{len(lagging)} router(s) did not confirm the pause within the budget",
+                    [
+                        f"router {c.client_id} at write epoch {c.seen_epoch}"
+                        + ("" if c.drained else ", writes in flight")
+                        for c in lagging
+                    ],
+                )
+            time.sleep(0.003)
+    report.steps_ms["routers"] = (time.monotonic() - step) * 1000
 
 
 def _drain(leg: Leg, old: psycopg.Connection, deadline: float, report: WriteSwitchReport) -> None:

@@ -23,7 +23,8 @@ Write ownership (``write_router``), on the same record:
     ``write_route`` (what a client polls), ``change_writes`` (one audited step of the
     write switch: pause, flip, resume, the phase with it; NOTIFY on commit),
     ``set_refresh_pending``, ``listen_writes``, ``parse_write_notice``,
-    ``WRITES_CHANNEL``.
+    ``WRITES_CHANNEL``; the write clients' heartbeats: ``report_client``,
+    ``forget_client``, ``lagging_clients`` (what a switch waits for), ``WriteClient``.
 
 Verification results (``verification``):
     ``record_verification``, ``last_verification``.
@@ -79,11 +80,15 @@ from bluegreen.control.tasks import Outcome, State, Task, TaskQueue, release_wor
 from bluegreen.control.verification import last_verification, record_verification
 from bluegreen.control.write_router import (
     WRITES_CHANNEL,
+    WriteClient,
     WriteRoute,
     WriteState,
     change_writes,
+    forget_client,
+    lagging_clients,
     listen_writes,
     parse_write_notice,
+    report_client,
     set_refresh_pending,
     write_route,
     write_state,
@@ -102,6 +107,7 @@ __all__ = [
     "Task",
     "TaskCounts",
     "TaskQueue",
+    "WriteClient",
     "WriteRoute",
     "WriteState",
     "actor",
@@ -111,6 +117,8 @@ __all__ = [
     "change_writes",
     "drop_schema",
     "ensure_schema",
+    "forget_client",
+    "lagging_clients",
     "last_verification",
     "listen_router",
     "listen_writes",
@@ -123,6 +131,7 @@ __all__ = [
     "produce_seconds",
     "record_verification",
     "release_worker",
+    "report_client",
     "retry_dead",
     "router",
     "router_position",

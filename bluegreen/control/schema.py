@@ -51,6 +51,15 @@ BEGIN
     END IF;
 END
 $$;
+-- Write clients (routers with write connections): which write epoch each has seen
+-- and whether its writes on the paused owner have drained; a write switch waits for
+-- every live one before it locks the old owner's tables.
+CREATE TABLE IF NOT EXISTS bluegreen.write_client (
+    client_id text PRIMARY KEY,
+    seen_epoch bigint NOT NULL,
+    drained boolean NOT NULL,
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS bluegreen.audit (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),

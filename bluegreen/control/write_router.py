@@ -160,3 +160,43 @@ def set_refresh_pending(conn: psycopg.Connection, pending: bool, *, action: str)
         write_audit(
             conn, actor(), action, current.value, None, reason=None, details={"pending": pending}
         )
+
+
+# -- write clients: each router with write connections reports what it has seen --------
+
+
+@dataclass(frozen=True)
+class WriteClient:
+    client_id: str
+    seen_epoch: int
+    drained: bool
+    heartbeat_at: datetime
+
+
+def report_client(conn: psycopg.Connection, client_id: str, seen_epoch: int, drained: bool) -> None:
+    """A router's heartbeat: the write epoch it acts on, and (while paused) whether its
+    writes on the paused owner have all ended. Autocommit connection expected."""
+    conn.execute(
+        "INSERT INTO bluegreen.write_client (client_id, seen_epoch, drained) VALUES (%s, %s, %s) "
+        "ON CONFLICT (client_id) DO UPDATE SET seen_epoch = excluded.seen_epoch, "
+        "drained = excluded.drained, heartbeat_at = now()",
+        (client_id, seen_epoch, drained),
+    )
+
+
+def forget_client(conn: psycopg.Connection, client_id: str) -> None:
+    conn.execute("DELETE FROM bluegreen.write_client WHERE client_id = %s", (client_id,))
+
+
+def lagging_clients(
+    conn: psycopg.Connection, epoch: int, live_within_s: float
+) -> list[WriteClient]:
+    """Live clients (a heartbeat within `live_within_s`) that have not yet seen `epoch` or
+    still have writes in flight on the paused owner: what a write switch waits for."""
+    rows = conn.execute(
+        "SELECT client_id, seen_epoch, drained, heartbeat_at FROM bluegreen.write_client "
+        "WHERE heartbeat_at > now() - make_interval(secs => %s) "
+        "AND (seen_epoch < %s OR NOT drained) ORDER BY client_id",
+        (live_within_s, epoch),
+    ).fetchall()
+    return [WriteClient(str(r[0]), int(r[1]), bool(r[2]), r[3]) for r in rows]

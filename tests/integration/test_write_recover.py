@@ -1,5 +1,7 @@
-"""A write switch that died with writes paused: routers hold, then refuse, and
-`bluegreen cutover --writes --recover` finishes or aborts it from the record."""
+"""Without moving data: a write switch that died with writes paused (routers hold,
+then refuse, and `bluegreen cutover --writes --recover` finishes or aborts it from
+the record), and a router that does not confirm a pause (the switch aborts, naming
+it)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from bluegreen import control
 from bluegreen.control import Phase
 from bluegreen.core import db
 from bluegreen.core.config import Settings
-from cutover import app_roles
+from cutover import app_roles, write_switch
 from cutover.write_gate import WritePauseTimeoutError
 from schemas.catalog import CATALOG
 from schemas.catalog.seed_load import load_seed
@@ -101,3 +103,31 @@ def test_a_dead_switch_after_the_flip_is_finished_on_green(reads_on_green: Setti
     with db.connect(settings.control_dsn) as conn:
         assert control.phase(conn) == Phase.WRITES_ON_GREEN
     assert writable(settings, "green") and not writable(settings, "blue")
+
+
+def test_a_router_that_does_not_confirm_the_pause_aborts_the_switch(
+    reads_on_green: Settings,
+) -> None:
+    settings = reads_on_green
+    with db.connect(settings.control_dsn, autocommit=True) as conn:  # alive, never answers
+        control.report_client(conn, "stuck-host:4242:cafe", 0, True)
+    router = app_router(settings)  # a live one, which does answer
+    try:
+        with pytest.raises(write_switch.WriteSwitchAbortedError) as aborted:
+            write_switch.switch_to_green(
+                settings,
+                CATALOG,
+                write_switch.WriteSwitchReport("write cutover", owner="blue"),
+                budget_s=0.3,
+                prepare_green=lambda _settings, _spec: None,
+            )
+        assert aborted.value.report.aborted_at == "routers"
+        assert aborted.value.report.blockers == ["router stuck-host:4242:cafe at write epoch 0"]
+        with router.connection("write") as (color, conn):  # resumed on blue
+            write_new_sku(color, conn, "AFTER-ABORT")
+        assert color == "blue"
+    finally:
+        router.close()
+    with db.connect(settings.control_dsn) as conn:
+        assert control.phase(conn) == Phase.READS_ON_GREEN
+        assert control.lagging_clients(conn, 0, 60) == []  # the closed router unregistered

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -31,9 +32,11 @@ from schemas.domain import ReverseSpec
 from tests.integration.test_cutover import configured
 from tests.support.app_writers import (
     RouterWriters,
+    app_router,
     grant_app_roles,
     percentile,
     skus_in,
+    write_new_sku,
     writing,
 )
 from tests.support.cdc import running_cdc, wait_confirmed
@@ -152,6 +155,44 @@ def test_writes_move_to_green_held_not_failed_and_nothing_lost(reads_on_green: S
     assert data["reverse_slot"] is None and data["total_reverse_lag"] is None
     text = bluegreen(settings, "status").stdout
     assert "writes owned by" in text and "reverse lag (messages)" in text and "n/a" in text
+
+
+def test_a_router_write_in_flight_when_the_pause_starts_finishes_on_blue(
+    reads_on_green: Settings,
+) -> None:
+    """It has its connection but no statement ran yet (no transaction id for
+    pg_stat_activity to see): the switch waits for its router's confirmation."""
+    settings = reads_on_green
+    checked = write_switch.preflight(settings, CATALOG, timeout_s=60)
+    router = app_router(settings)
+    entered, done = threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def slow_write() -> None:
+        with router.connection("write") as (color, conn):
+            entered.set()
+            time.sleep(0.3)
+            write_new_sku(color, conn, "INFLIGHT-1")
+        seen.append(color)
+        done.set()
+
+    writer = threading.Thread(target=slow_write, daemon=True)
+    writer.start()
+    try:
+        assert entered.wait(5)
+        report = write_switch.switch_to_green(
+            settings, CATALOG, checked, budget_s=BUDGET_S, prepare_green=PrepareGreen()
+        )
+        assert done.wait(5) and seen == ["blue"]
+    finally:
+        writer.join(5)
+        router.close()
+    print("write cutover", report.steps_ms)
+    assert report.switched and report.steps_ms["routers"] >= 100
+    wait_confirmed(settings)
+    wait_drained(settings)
+    assert skus_in(settings, "blue", {"INFLIGHT-1"}) == {"INFLIGHT-1"}
+    assert skus_in(settings, "green", {"INFLIGHT-1"}) == {"INFLIGHT-1"}
 
 
 def test_an_open_blue_transaction_aborts_the_switch_named_and_loses_nothing(
