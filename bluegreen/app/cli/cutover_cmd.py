@@ -131,6 +131,11 @@ def cutover_cmd(
     """
     settings = cli_context(ctx).settings
     if writes:
+        if force:
+            typer.echo(
+                "bluegreen: --force does not apply to --writes: every gate must pass", err=True
+            )
+            raise typer.Exit(2)
         write_switch_cmd.cutover_writes(
             settings,
             cli_context(ctx).domain,
@@ -139,6 +144,7 @@ def cutover_cmd(
             reason=reason,
             as_json=as_json,
             recover=recover,
+            dry_run=dry_run,
         )
         return
     try:

@@ -25,6 +25,9 @@ def _print(report: write_switch.WriteSwitchReport, as_json: bool) -> None:
         for gate in report.gates:
             table.add_row(gate.name, "[green]pass[/]" if gate.ok else "[red]FAIL[/]", gate.figure)
         console.print(table)
+    if not report.steps_ms:
+        console.print(f"dry run: nothing switched, writes stay on {report.owner}")
+        return
     steps = ", ".join(f"{name} {ms:.0f} ms" for name, ms in report.steps_ms.items())
     console.print(
         f"writes now owned by [bold]{report.owner}[/], write epoch {report.write_epoch}; "
@@ -43,19 +46,19 @@ def cutover_writes(
     reason: str | None,
     as_json: bool,
     recover: bool = False,
+    dry_run: bool = False,
 ) -> None:
     if recover:
         state = write_recover.recover(settings, domain, reason=reason)
         typer.echo(f"writes resumed, owned by {state.route.color}, write epoch {state.route.epoch}")
         return
+    budget_s = write_switch.parse_budget(budget)
     try:
-        report = write_switch.cutover_writes(
-            settings,
-            domain,
-            budget_s=write_switch.parse_budget(budget),
-            timeout_s=timeout,
-            reason=reason,
-        )
+        report = write_switch.preflight(settings, domain, timeout)
+        if dry_run:
+            _print(report, as_json)
+            return
+        write_switch.switch_to_green(settings, domain, report, budget_s=budget_s, reason=reason)
     except switch.CutoverRefusedError as exc:
         typer.echo(f"bluegreen: {exc}", err=True)
         raise typer.Exit(2) from exc
