@@ -32,6 +32,8 @@ from bluegreen.core.errors import BluegreenError
 from bluegreen.core.logs import get_logger
 from cutover.write_gate import HoldStats, WriteGate
 
+HEARTBEAT_S = 1.0
+
 
 @dataclass(frozen=True)
 class Switch:
@@ -82,6 +84,9 @@ class TrafficRouter:
         self._stop = threading.Event()
         self.client_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._reported: tuple[int, bool] | None = None
+        # A write client heartbeats at least every HEARTBEAT_S: the switch counts one
+        # silent for longer than write_switch.LIVE_WITHIN_S (3 s) as gone.
+        self._idle_wait_s = min(poll_interval_s, HEARTBEAT_S) if write_dsns else poll_interval_s
         self._reported_at = 0.0
         (self.color, self.epoch), route = self._read_router()
         self.switches: list[Switch] = [Switch(self.color, self.epoch, time.time(), "start")]
@@ -147,7 +152,7 @@ class TrafficRouter:
         route = self.writes.route
         state = (route.epoch, not route.paused or self.writes.inflight(route.color) == 0)
         now = time.monotonic()
-        if state == self._reported and now - self._reported_at < self._poll_interval_s:
+        if state == self._reported and now - self._reported_at < self._idle_wait_s / 2:
             return
         control.report_client(conn, self.client_id, *state)
         self._reported, self._reported_at = state, now
@@ -164,7 +169,7 @@ class TrafficRouter:
                         # While writes are paused, report the moment this client's writes
                         # on the old owner have ended: the switch waits for it.
                         paused = self.writes.route.paused
-                        timeout = 0.005 if paused else self._poll_interval_s
+                        timeout = 0.005 if paused else self._idle_wait_s
                         for note in conn.notifies(timeout=timeout, stop_after=1):
                             self._notice(note.channel, note.payload)
                         if time.monotonic() - polled >= (0.0 if not paused else 0.2):
