@@ -112,6 +112,12 @@ def change_writes(
                 f"the migration is {current.value}; {action} cannot move it to {to_phase.value}"
             )
         before = write_state(conn)
+        if paused and before.route.paused:
+            raise BluegreenError(
+                f"writes are already paused (write epoch {before.route.epoch}): another "
+                f"switch is running, or died (`bluegreen cutover --writes --recover`); "
+                f"{action} refused"
+            )
         if expect_color is not None and before.route.color != expect_color:
             raise BluegreenError(
                 f"writes are owned by {before.route.color}, not {expect_color}; {action} refused"

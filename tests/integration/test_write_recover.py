@@ -12,6 +12,7 @@ from bluegreen import control
 from bluegreen.control import Phase
 from bluegreen.core import db
 from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
 from cutover import app_roles, write_switch
 from cutover.write_gate import WritePauseTimeoutError
 from schemas.catalog import CATALOG
@@ -65,6 +66,17 @@ def test_a_dead_switch_before_the_flip_is_aborted_to_blue(reads_on_green: Settin
             action="write cutover: writes paused",
             paused=True,
             budget_ms=200,
+            to_phase=Phase.WRITES_SWITCHING,
+            expect_color="blue",
+        )
+    with (
+        db.connect(settings.control_dsn) as conn,
+        pytest.raises(BluegreenError, match="writes are already paused"),
+    ):  # a second switch cannot pause again
+        control.change_writes(
+            conn,
+            action="write cutover: writes paused",
+            paused=True,
             to_phase=Phase.WRITES_SWITCHING,
             expect_color="blue",
         )
