@@ -50,5 +50,6 @@ def demo(
         or report.verify_differences
         or report.failed_writes
         or report.lost_writes
+        or report.verify_reverse_differences
     ):
         raise typer.Exit(1)

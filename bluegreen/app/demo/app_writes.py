@@ -104,6 +104,9 @@ class AppWriteLoad(threading.Thread):
                     "updated_at = now() WHERE sku = %s",
                     (sku,),
                 )
+                # The model's invariant: a product's updated_at is its newest listing's
+                # (what the transform derives from blue's rows).
+                conn.execute("UPDATE catalog.product SET updated_at = now() WHERE sku = %s", (sku,))
             return None, cur.rowcount
         sku = f"APP-{color[0].upper()}-{self.total:07d}"
         channel = self._rng.choice(list(CURRENCY))

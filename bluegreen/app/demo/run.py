@@ -67,6 +67,7 @@ class DemoReport:
     failed_writes: int = 0
     lost_writes: int = 0  # acknowledged new SKUs missing from blue or green at the end
     verify_differences: int = -1
+    verify_reverse_differences: int | None = None  # None: the reverse direction not installed
     verify_seconds: float = 0.0
     final_phase: str = ""
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
@@ -77,9 +78,15 @@ class DemoReport:
 
 
 def reset(settings: Settings) -> None:
-    """Drop what a previous demo left: slot, publication, topics, green and control state."""
+    """Drop what a previous demo left: slots, publications, topics (both directions),
+    green's and blue's sync state, the control state."""
     drop_capture(settings.blue_dsn, settings.cdc)
-    delete_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dlq_topic])
+    if reverse_hooks.available():  # green's reverse slot and publication
+        reverse_hooks.drop_reverse(settings)
+    topics = [settings.kafka.topic, settings.kafka.dlq_topic, settings.kafka.reverse_topic]
+    delete_topics(settings.kafka, topics)
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:  # the reverse positions
+        conn.execute("DROP SCHEMA IF EXISTS bluegreen_sync CASCADE")
     with db.connect(settings.green_dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS catalog CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sync CASCADE")
@@ -214,29 +221,30 @@ class Demo:
         log_dir = self.settings.stack.state_dir / "logs"
         for name, port in zip(("reverse-cdc", "reverse-apply"), REVERSE_PORTS, strict=True):
             self.services.append(ServiceProcess(self.settings, name, [name], log_dir, port))
-        self.step("writes to green")
-        self.report.write_cutover_pause_ms = self._held(
-            lambda: write_switch.cutover_writes(self.settings, CATALOG, timeout_s=300)
+        steps = (
+            ("writes to green", "write_cutover_pause_ms", self._to_green),
+            ("writes back to blue", "write_rollback_pause_ms", self._to_blue),
+            ("writes to green again", "second_write_cutover_pause_ms", self._to_green),
         )
-        time.sleep(3)
-        self.step("writes back to blue")
-        self.report.write_rollback_pause_ms = self._held(
-            lambda: write_rollback.rollback_writes(self.settings, CATALOG)
-        )
-        time.sleep(3)
-        self.step("writes to green again")
-        self.report.second_write_cutover_pause_ms = self._held(
-            lambda: write_switch.cutover_writes(self.settings, CATALOG, timeout_s=300)
-        )
-        time.sleep(3)
+        for note, field_name, move in steps:
+            self.step(note)
+            setattr(self.report, field_name, self._held(move))
         self.reporter.advance(1)
 
+    def _to_green(self) -> write_switch.WriteSwitchReport:
+        return write_switch.cutover_writes(self.settings, CATALOG, timeout_s=300)
+
+    def _to_blue(self) -> write_switch.WriteSwitchReport:
+        return write_rollback.rollback_writes(self.settings, CATALOG)
+
     def _held(self, move: Callable[[], write_switch.WriteSwitchReport]) -> dict[str, float]:
-        """Run one write switch; p99 and max of the holds the writers saw during it."""
+        """Run one write switch and let the load run 3 s more; p99 and max of the holds
+        the writers saw (a held write records its hold once released)."""
         assert self.writes is not None
         before = len(self.writes.holds.holds)
         report = move()
         self.log.info("write switch", **report.as_dict())
+        time.sleep(3)
         holds = sorted(self.writes.holds.holds[before:]) or [0.0]
         p99 = holds[min(len(holds) - 1, int(0.99 * len(holds)))]
         return {"p99": round(p99 * 1000, 1), "max": round(holds[-1] * 1000, 1)}
@@ -251,6 +259,9 @@ class Demo:
         for error in self.writes.errors:
             self.log.warning("failed write", error=error)
         self.step("final verification")
+        if reverse_hooks.available():  # first: green's last writes reach blue (its fence)
+            both = reverse_hooks.verify_reverse(self.settings, CATALOG)
+            self.report.verify_reverse_differences = len(both.differences) + len(both.unsettled)
         fence.wait_applied(self.settings, fence.write(self.settings), timeout_s=300)
         self.report.lost_writes = len(missing(self.settings, self.writes.created))
         verified = verify(self.settings, CATALOG, wait_for=fence.waiter(self.settings, 300))
