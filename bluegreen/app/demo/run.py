@@ -66,6 +66,8 @@ class DemoReport:
     writes_by_color: dict[str, int] = field(default_factory=dict)
     failed_writes: int = 0
     lost_writes: int = 0  # acknowledged new SKUs missing from blue or green at the end
+    reverse_latency_p50_ms: float | None = None  # green commit -> blue commit
+    reverse_latency_p99_ms: float | None = None
     verify_differences: int = -1
     verify_reverse_differences: int | None = None  # None: the reverse direction not installed
     verify_seconds: float = 0.0
@@ -267,14 +269,19 @@ class Demo:
         verified = verify(self.settings, CATALOG, wait_for=fence.waiter(self.settings, 300))
         self.report.verify_differences = len(verified.differences) + len(verified.unsettled)
         self.report.verify_seconds = round(verified.seconds, 2)
+        consumers = [s for s in self.services if s.name.startswith("consume-")]
         self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = _latency(
-            self.services[1:], self.baseline, "bluegreen_end_to_end_latency_seconds"
+            consumers, self.baseline, "bluegreen_end_to_end_latency_seconds"
         )
         self.report.capture_latency_p50_ms, self.report.capture_latency_p99_ms = _latency(
             self.services[:1], self.baseline, "bluegreen_cdc_commit_to_ack_seconds"
         )
+        reverse = [s for s in self.services if s.name == "reverse-apply"]
+        self.report.reverse_latency_p50_ms, self.report.reverse_latency_p99_ms = _latency(
+            reverse, self.baseline, "bluegreen_reverse_latency_seconds"
+        )
         _, self.report.batch_apply_p99_ms = _latency(
-            self.services[1:], self.baseline, "bluegreen_consumer_batch_apply_seconds"
+            consumers, self.baseline, "bluegreen_consumer_batch_apply_seconds"
         )
         with db.connect(self.settings.control_dsn) as conn:
             self.report.final_phase = control.phase(conn).value
