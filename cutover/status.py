@@ -166,7 +166,13 @@ REVERSE_SLOT = "bluegreen_reverse"
 def _reverse(settings: Settings, status: Status) -> None:
     """Read defensively: the slot, the positions table and the topic may not exist."""
     with db.connect(settings.green_dsn, autocommit=True, connect_timeout=5) as green:
-        status.reverse_slot = slot_health(green, REVERSE_SLOT)
+        # Slots are the cluster's: only the one in green's own database is ours.
+        ours = green.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s "
+            "AND database = current_database()",
+            (REVERSE_SLOT,),
+        ).fetchone()
+        status.reverse_slot = slot_health(green, REVERSE_SLOT) if ours else None
     with db.connect(settings.blue_dsn, autocommit=True, connect_timeout=5) as blue:
         exists = blue.execute("SELECT to_regclass('bluegreen_sync.reverse_position')").fetchone()
         if exists is None or exists[0] is None:
