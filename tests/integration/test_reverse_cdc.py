@@ -23,11 +23,13 @@ from schemas.control import FENCE_PREFIX, HEARTBEAT_PREFIX
 from schemas.domain import ReverseSpec
 from schemas.envelope import Op
 from tests.support.cli import spawn
-from tests.support.restarts import kill_cluster, local_stack
+from tests.support.restarts import kill_cluster, local_stack, start_broker, stop_broker
 from tests.support.reverse import (
     SPEC,
     changes,
     create_green,
+    green_lsn,
+    reverse_confirmed,
     reverse_thread,
     slot_active,
     wait_reverse_confirmed,
@@ -207,3 +209,32 @@ def test_the_publication_follows_the_spec(settings: Settings) -> None:
             "SELECT count(*) FROM pg_publication_tables WHERE pubname = %s", (REVERSE_PUBLICATION,)
         ).fetchone()
     assert count == (2,)
+
+
+def test_broker_down_holds_the_reverse_slot_and_the_service_resumes(settings: Settings) -> None:
+    stack = local_stack()
+    kafka = settings.kafka.model_copy(update={"extra": {"message.timeout.ms": "4000"}})
+    settings = settings.model_copy(update={"kafka": kafka})
+    create_green(settings)
+    assert SPEC is not None
+    prepare_green(settings, SPEC)
+    with reverse_thread(settings) as (service, thread):
+        wait_until(lambda: slot_active(settings), "the service streaming the slot", 30)
+        write_product(settings, "SKU-BEFORE")
+        wait_reverse_confirmed(settings)
+        stop_broker(stack)
+        try:
+            broker_gone = green_lsn(settings)  # changes after this wait for the broker
+            for n in range(20):
+                write_product(settings, f"SKU-DOWN-{n}")
+            wait_until(lambda: service.stream_restarts >= 1, "the stream given up, retried", 120)
+            assert reverse_confirmed(settings) <= broker_gone  # the slot held
+            assert service.metrics.dependency_up.labels("kafka")._value.get() == 0
+            thread.check()
+        finally:
+            start_broker(stack)
+        write_product(settings, "SKU-AFTER")
+        wait_reverse_confirmed(settings, timeout_s=120)
+        thread.check()
+    keys = {c.key for _, c in changes(settings) if c.table == "catalog.product"}
+    assert keys == {"SKU-BEFORE", "SKU-AFTER", *(f"SKU-DOWN-{n}" for n in range(20))}
