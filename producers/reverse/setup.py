@@ -34,6 +34,7 @@ REVERSE_SLOT = REVERSE_ORIGIN  # "bluegreen_reverse"
 REVERSE_PUBLICATION = REVERSE_ORIGIN
 _DROP_ATTEMPTS = 50  # a walsender being terminated releases the slot within moments
 _DROP_RETRY_S = 0.1
+_CREATE_WAIT_S = 120.0  # a concurrent caller's slot becoming consistent
 # What a caller that lost a creation race gets: the object exists (or its catalog row).
 _RACED = (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation)
 
@@ -146,12 +147,35 @@ def _ensure_slot(conn: psycopg.Connection) -> int:
         assert created is not None
         return parse_lsn(created[0])
     plugin, database, confirmed = row
+    if confirmed is None:  # another session is creating it (its plugin not even set yet)
+        _await_consistent(conn)
+        return _ensure_slot(conn)
     if plugin != "pgoutput" or database != conn.info.dbname:
         raise BluegreenError(
             f"replication slot {REVERSE_SLOT} exists on green with plugin {plugin} on database "
             f"{database}; the reverse capture needs pgoutput on {conn.info.dbname}"
         )
-    return parse_lsn(confirmed) if confirmed else 0
+    return parse_lsn(confirmed)
+
+
+def _await_consistent(conn: psycopg.Connection) -> None:
+    """A slot another session is still creating has no position until it is consistent
+    (its creation waits for green's running transactions): wait for it."""
+    deadline = time.monotonic() + _CREATE_WAIT_S
+    while time.monotonic() < deadline:
+        time.sleep(_DROP_RETRY_S)
+        row = conn.execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+            (REVERSE_SLOT,),
+        ).fetchone()
+        if row is None:
+            raise BluegreenError(f"replication slot {REVERSE_SLOT} vanished while being created")
+        if row[0] is not None:
+            return
+    raise BluegreenError(
+        f"replication slot {REVERSE_SLOT} is still being created by another session after "
+        f"{_CREATE_WAIT_S:.0f}s (a long transaction on green holds it back?)"
+    )
 
 
 def drop_reverse(settings: Settings) -> list[str]:

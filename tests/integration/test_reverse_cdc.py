@@ -72,6 +72,28 @@ def test_setup_is_idempotent_checks_identity_and_reports_lag(settings: Settings)
     assert reverse_lag(settings).exists is False
 
 
+def test_concurrent_prepares_agree(settings: Settings) -> None:
+    create_green(settings)
+    assert SPEC is not None
+    barrier = threading.Barrier(3)
+    results: list[int | BaseException] = []
+
+    def prepare() -> None:
+        barrier.wait(10)
+        try:
+            results.append(prepare_green(settings, SPEC))
+        except BaseException as exc:  # kept for the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=prepare) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(results) == 3 and all(isinstance(r, int) for r in results), results
+    assert len(set(results)) == 1 and results[0] > 0
+
+
 def test_waits_for_the_slot_then_streams_changes_keyed_by_sku_and_fences_everywhere(
     settings: Settings,
 ) -> None:
