@@ -6,6 +6,8 @@ use one per process) and exposed on ``/metrics`` by ``serve``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -104,6 +106,56 @@ class Metrics:
             "bluegreen_cdc_commit_to_ack_seconds",
             "Seconds from a transaction's commit on blue to the broker's ack of its last event.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.cdc_skipped_transactions = Counter(
+            "bluegreen_cdc_skipped_transactions_total",
+            "Blue transactions not captured: they carry the reverse applier's replication "
+            "origin (green's own changes written back), so sending them would loop.",
+            registry=r,
+        )
+        # -- reverse CDC (green -> reverse topic, while writes are on green) ------------------
+        self.reverse_cdc_events = Counter(
+            "bluegreen_reverse_cdc_events_total",
+            "Green changes (one per aggregate and table in a transaction) acknowledged by the "
+            "broker, by op (c, u, d, t, m).",
+            ["op"],
+            registry=r,
+        )
+        self.reverse_cdc_skipped_transactions = Counter(
+            "bluegreen_reverse_cdc_skipped_transactions_total",
+            "Green transactions not captured: they carry the forward applier's origin.",
+            registry=r,
+        )
+        self.reverse_cdc_source_lag_bytes = Gauge(
+            "bluegreen_reverse_cdc_source_lag_bytes",
+            "WAL written on green that the reverse slot has not confirmed.",
+            registry=r,
+        )
+        self.reverse_cdc_source_lag_seconds = Gauge(
+            "bluegreen_reverse_cdc_source_lag_seconds",
+            "Now minus the commit time of the last green change acknowledged by the broker.",
+            registry=r,
+        )
+        self.reverse_cdc_slot_retained_wal_bytes = Gauge(
+            "bluegreen_reverse_cdc_slot_retained_wal_bytes",
+            "WAL green keeps for the reverse slot: current LSN - restart LSN.",
+            registry=r,
+        )
+        self.reverse_cdc_confirmed_lsn = Gauge(
+            "bluegreen_reverse_cdc_confirmed_lsn",
+            "The LSN up to which the reverse slot is confirmed (everything before it is in Kafka).",
+            registry=r,
+        )
+        self.reverse_cdc_commit_to_ack_seconds = Histogram(
+            "bluegreen_reverse_cdc_commit_to_ack_seconds",
+            "Seconds from a transaction's commit on green to the broker's ack of its last event.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reverse_cdc_slot_present = Gauge(
+            "bluegreen_reverse_cdc_slot_present",
+            "1 while green's reverse slot exists and is streamed, 0 while the service waits.",
             registry=r,
         )
         # -- consumer ------------------------------------------------------------------------
@@ -207,6 +259,43 @@ class Metrics:
             "Batches retried after a transient green failure (connection, deadlock).",
             registry=r,
         )
+
+    def forward_capture(self) -> CaptureMetrics:
+        """The metrics of blue's capture (`bluegreen cdc`)."""
+        return CaptureMetrics(
+            self.cdc_events,
+            self.cdc_skipped_transactions,
+            self.cdc_source_lag_bytes,
+            self.cdc_source_lag_seconds,
+            self.cdc_slot_retained_wal_bytes,
+            self.cdc_confirmed_lsn,
+            self.cdc_commit_to_ack_seconds,
+        )
+
+    def reverse_capture(self) -> CaptureMetrics:
+        """The metrics of green's capture (`bluegreen reverse-cdc`): same shape, own names."""
+        return CaptureMetrics(
+            self.reverse_cdc_events,
+            self.reverse_cdc_skipped_transactions,
+            self.reverse_cdc_source_lag_bytes,
+            self.reverse_cdc_source_lag_seconds,
+            self.reverse_cdc_slot_retained_wal_bytes,
+            self.reverse_cdc_confirmed_lsn,
+            self.reverse_cdc_commit_to_ack_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class CaptureMetrics:
+    """One capture direction's families: the capture code is shared, the names are not."""
+
+    events: Counter
+    skipped_transactions: Counter
+    source_lag_bytes: Gauge
+    source_lag_seconds: Gauge
+    slot_retained_wal_bytes: Gauge
+    confirmed_lsn: Gauge
+    commit_to_ack_seconds: Histogram
 
 
 def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:

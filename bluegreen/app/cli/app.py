@@ -14,6 +14,7 @@ from bluegreen.app.cli import (
     cutover_cmd,
     demo_cmd,
     dlq_cmd,
+    reverse_cdc_cmd,
     reverse_cmd,
     schemas_cmd,
     seed_cmd,
@@ -38,6 +39,7 @@ app.add_typer(snapshot_cmd.app, name="snapshot")
 app.command("status")(status_cmd.status)
 app.command("cdc")(service_cmds.cdc)
 app.command("consume")(service_cmds.consume)
+app.command("reverse-cdc")(reverse_cdc_cmd.reverse_cdc)
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("verify")(cutover_cmd.verify_cmd)
 app.command("cutover")(cutover_cmd.cutover_cmd)

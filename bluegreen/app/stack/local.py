@@ -67,7 +67,7 @@ class LocalStack:
             port=port,
             bin_dir=self.settings.pg_bin_dir,
             database=name,
-            settings=BLUE_SETTINGS if name == "blue" else {},
+            settings=BLUE_SETTINGS if name in ("blue", "green") else {},
         )
 
     # -- recorded pids -------------------------------------------------------------------------
