@@ -13,6 +13,8 @@ until that refresh has run, the next write cutover is refused (a gate).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -23,10 +25,15 @@ from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics
-from cutover import fence, reverse_hooks
+from consumers.reverse import blue as reverse_blue
+from cutover import fence
 from cutover.write_switch import Leg, WriteSwitchReport, switch_leg
+from producers.reverse import setup as reverse_setup
 from producers.snapshot import service as snapshot
 from schemas.domain import Domain
+
+# The step that drops green's reverse slot and publication (tests pass a stand-in).
+DropReverse = Callable[[Settings], Any]
 
 
 def rollback_writes(
@@ -35,7 +42,7 @@ def rollback_writes(
     *,
     budget_s: float = 1.0,
     reason: str | None = None,
-    drop_reverse: reverse_hooks.DropReverse | None = None,
+    drop_reverse: DropReverse | None = None,
 ) -> WriteSwitchReport:
     spec = domain.reverse
     if spec is None:
@@ -69,7 +76,7 @@ def rollback_writes(
         budget_s=budget_s,
         reason=reason,
     )
-    (drop_reverse or reverse_hooks.drop_reverse)(settings)
+    (drop_reverse or reverse_setup.drop_reverse)(settings)
     report.refreshed_keys = refresh_green(settings, domain)
     return report
 
@@ -77,19 +84,14 @@ def rollback_writes(
 def touched_keys(blue_dsn: SecretStr) -> list[str]:
     """Aggregate keys the reverse applier wrote into blue (none if it never ran)."""
     with db.connect(blue_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('bluegreen_sync.reverse_touched')").fetchone()
-        if not exists or exists[0] is None:
-            return []
-        rows = conn.execute("SELECT key FROM bluegreen_sync.reverse_touched ORDER BY key")
-        return [str(r[0]) for r in rows.fetchall()]
+        return sorted(reverse_blue.touched_keys(conn))
 
 
 def forget_touched(blue_dsn: SecretStr, keys: list[str]) -> None:
-    if not keys:
-        return
-    with db.connect(blue_dsn) as conn:
-        conn.execute("DELETE FROM bluegreen_sync.reverse_touched WHERE key = ANY(%s)", (keys,))
-        conn.commit()
+    if keys:
+        with db.connect(blue_dsn) as conn:
+            reverse_blue.clear_touched(conn, keys)
+            conn.commit()
 
 
 def refresh_green(settings: Settings, domain: Domain) -> int:

@@ -36,8 +36,12 @@ from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
 from bluegreen.core.logs import get_logger
-from cutover import app_roles, fence, gates, reverse_hooks, switch
-from schemas.domain import Domain
+from cutover import app_roles, fence, gates, switch
+from producers.reverse import setup as reverse_setup
+from schemas.domain import Domain, ReverseSpec
+
+# The step that creates green's reverse publication and slot (tests pass a stand-in).
+PrepareGreen = Callable[[Settings, ReverseSpec], Any]
 
 
 class WriteSwitchAbortedError(BluegreenError):
@@ -132,7 +136,7 @@ def cutover_writes(
     budget_s: float = 1.0,
     timeout_s: float = 120.0,
     reason: str | None = None,
-    prepare_green: reverse_hooks.PrepareGreen | None = None,
+    prepare_green: PrepareGreen | None = None,
 ) -> WriteSwitchReport:
     """From reads-on-green with every read gate passing: writes to green."""
     report = preflight(settings, domain, timeout_s)
@@ -174,12 +178,12 @@ def switch_to_green(
     *,
     budget_s: float,
     reason: str | None = None,
-    prepare_green: reverse_hooks.PrepareGreen | None = None,
+    prepare_green: PrepareGreen | None = None,
 ) -> WriteSwitchReport:
     """The switch itself, after `preflight` (whose report it completes)."""
     spec = domain.reverse
     assert spec is not None  # preflight refused otherwise
-    prepare = prepare_green or reverse_hooks.prepare_green
+    prepare = prepare_green or reverse_setup.prepare_green
     leg = Leg(
         name="write cutover",
         old="blue",

@@ -25,7 +25,7 @@ from bluegreen.control import Phase
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.metrics import Metrics
-from cutover import app_roles, gates, reverse_hooks, switch, write_rollback, write_switch
+from cutover import app_roles, gates, switch, write_rollback, write_switch
 from producers.snapshot import service as snapshot
 from schemas.catalog import CATALOG, SOURCE
 from schemas.domain import ReverseSpec
@@ -316,7 +316,7 @@ def test_rollback_writes_flips_back_and_blue_accepts_writes_again(
     assert gates.refresh_done(settings).ok
 
 
-def test_the_cli_dry_run_switches_nothing_and_a_missing_reverse_capture_aborts(
+def test_the_cli_dry_run_switches_nothing_and_the_cli_switches_writes(
     reads_on_green: Settings,
 ) -> None:
     settings = reads_on_green
@@ -327,12 +327,7 @@ def test_the_cli_dry_run_switches_nothing_and_a_missing_reverse_capture_aborts(
     assert all(g["ok"] for g in checked["gates"]) and not checked["switched"]
     assert state(settings)[1].route.color == "blue"
     done = bluegreen(settings, "cutover", "--writes", "--write-pause-budget", "1s")
-    if reverse_hooks.available():  # once the capture lane is merged, it switches
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert state(settings)[1].route.color == "green"
-        return
-    assert done.returncode == 3, done.stdout + done.stderr
-    assert "producers.reverse.setup" in done.stderr and "writes resumed on blue" in done.stderr
+    assert done.returncode == 0, done.stdout + done.stderr
     phase, write_state, trail = state(settings)
-    assert phase == Phase.READS_ON_GREEN and write_state.route.color == "blue"
-    assert not write_state.route.paused and "write cutover aborted" in trail
+    assert write_state.route.color == "green" and not write_state.route.paused
+    assert phase == Phase.WRITES_ON_GREEN and "write cutover" in trail

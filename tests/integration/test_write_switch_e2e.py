@@ -1,6 +1,5 @@
-"""The whole write story with the reverse direction running (skipped until the capture
-and apply lanes of issue 14 are merged): writes to green, back to blue, to green
-again, under a live write load through the router; every acknowledged write on both
+"""The whole write story with the reverse direction running: writes to green, back to
+blue, to green again, under a live write load through the router; every acknowledged write on both
 colors at the end, and both verifications exact."""
 
 from __future__ import annotations
@@ -14,18 +13,16 @@ import pytest
 from bluegreen.core.config import Settings
 from bluegreen.core.kafka import delete_topics, ensure_topic
 from bluegreen.core.metrics import Metrics
-from cutover import fence, write_rollback, write_switch
+from consumers.reverse import service as reverse_apply
+from cutover import fence, verify_reverse, write_rollback, write_switch
 from cutover.verify import verify
+from producers.reverse import service as reverse_cdc
 from schemas.catalog import CATALOG
 from tests.integration.test_write_switch import reads_on_green  # noqa: F401
 from tests.support.app_writers import RouterWriters, percentile, skus_in, writing
 from tests.support.cdc import wait_confirmed
 from tests.support.consume import wait_drained
 from tests.support.service_thread import ServiceThread
-
-reverse_cdc = pytest.importorskip("producers.reverse.service")
-reverse_apply = pytest.importorskip("consumers.reverse.service")
-verify_reverse = pytest.importorskip("cutover.verify_reverse")
 
 pytestmark = pytest.mark.integration
 

@@ -27,9 +27,11 @@ from bluegreen.core.kafka import delete_topics
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics, histogram_quantile, scrape_histogram
 from bluegreen.core.progress import Reporter
-from cutover import app_roles, fence, reverse_hooks, switch, write_rollback, write_switch
+from cutover import app_roles, fence, switch, write_rollback, write_switch
 from cutover.verify import verify
+from cutover.verify_reverse import verify_reverse
 from producers.blue_setup import drop_capture
+from producers.reverse.setup import drop_reverse
 from producers.snapshot import service as snapshot
 from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.seed_load import load_seed
@@ -83,8 +85,7 @@ def reset(settings: Settings) -> None:
     """Drop what a previous demo left: slots, publications, topics (both directions),
     green's and blue's sync state, the control state."""
     drop_capture(settings.blue_dsn, settings.cdc)
-    if reverse_hooks.available():  # green's reverse slot and publication
-        reverse_hooks.drop_reverse(settings)
+    drop_reverse(settings)  # green's reverse slot and publication
     topics = [settings.kafka.topic, settings.kafka.dlq_topic, settings.kafka.reverse_topic]
     delete_topics(settings.kafka, topics)
     with db.connect(settings.blue_dsn, autocommit=True) as conn:  # the reverse positions
@@ -216,10 +217,6 @@ class Demo:
 
     def write_story(self) -> None:
         """Writes to green, back, and to green again, under the same load."""
-        if not reverse_hooks.available():
-            self.step("write story skipped: the reverse capture and apply are not installed")
-            self.reporter.advance(1)
-            return
         log_dir = self.settings.stack.state_dir / "logs"
         for name, port in zip(("reverse-cdc", "reverse-apply"), REVERSE_PORTS, strict=True):
             self.services.append(ServiceProcess(self.settings, name, [name], log_dir, port))
@@ -261,9 +258,9 @@ class Demo:
         for error in self.writes.errors:
             self.log.warning("failed write", error=error)
         self.step("final verification")
-        if reverse_hooks.available():  # first: green's last writes reach blue (its fence)
-            both = reverse_hooks.verify_reverse(self.settings, CATALOG)
-            self.report.verify_reverse_differences = len(both.differences) + len(both.unsettled)
+        # First: green's last writes reach blue (its fence), then blue's reach green.
+        both = verify_reverse(self.settings, CATALOG)
+        self.report.verify_reverse_differences = len(both.differences) + len(both.unsettled)
         fence.wait_applied(self.settings, fence.write(self.settings), timeout_s=300)
         self.report.lost_writes = len(missing(self.settings, self.writes.created))
         verified = verify(self.settings, CATALOG, wait_for=fence.waiter(self.settings, 300))
