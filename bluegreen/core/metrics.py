@@ -74,84 +74,12 @@ class Metrics:
             "Snapshot throughput over the last progress interval, rows per second.",
             registry=r,
         )
-        # -- CDC -----------------------------------------------------------------------------
-        self.cdc_events = Counter(
-            "bluegreen_cdc_events_total",
-            "Changes captured from blue and acknowledged by the broker, by op (c, u, d, t, m).",
-            ["op"],
-            registry=r,
+        # -- CDC: blue's capture, and green's while writes are on green --------------------
+        self._forward_capture = _capture_metrics(
+            r, "cdc", "blue", "the reverse applier's (green's changes written back)"
         )
-        self.cdc_source_lag_bytes = Gauge(
-            "bluegreen_cdc_source_lag_bytes",
-            "WAL written on blue that the slot has not confirmed: current LSN - confirmed LSN.",
-            registry=r,
-        )
-        self.cdc_source_lag_seconds = Gauge(
-            "bluegreen_cdc_source_lag_seconds",
-            "Now minus the commit time of the last change acknowledged by the broker "
-            "(heartbeats included).",
-            registry=r,
-        )
-        self.cdc_slot_retained_wal_bytes = Gauge(
-            "bluegreen_cdc_slot_retained_wal_bytes",
-            "WAL blue keeps for the slot: current LSN - restart LSN.",
-            registry=r,
-        )
-        self.cdc_confirmed_lsn = Gauge(
-            "bluegreen_cdc_confirmed_lsn",
-            "The LSN up to which the slot is confirmed (everything before it is in Kafka).",
-            registry=r,
-        )
-        self.cdc_commit_to_ack_seconds = Histogram(
-            "bluegreen_cdc_commit_to_ack_seconds",
-            "Seconds from a transaction's commit on blue to the broker's ack of its last event.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.cdc_skipped_transactions = Counter(
-            "bluegreen_cdc_skipped_transactions_total",
-            "Blue transactions not captured: they carry the reverse applier's replication "
-            "origin (green's own changes written back), so sending them would loop.",
-            registry=r,
-        )
-        # -- reverse CDC (green -> reverse topic, while writes are on green) ------------------
-        self.reverse_cdc_events = Counter(
-            "bluegreen_reverse_cdc_events_total",
-            "Green changes (one per aggregate and table in a transaction) acknowledged by the "
-            "broker, by op (c, u, d, t, m).",
-            ["op"],
-            registry=r,
-        )
-        self.reverse_cdc_skipped_transactions = Counter(
-            "bluegreen_reverse_cdc_skipped_transactions_total",
-            "Green transactions not captured: they carry the forward applier's origin.",
-            registry=r,
-        )
-        self.reverse_cdc_source_lag_bytes = Gauge(
-            "bluegreen_reverse_cdc_source_lag_bytes",
-            "WAL written on green that the reverse slot has not confirmed.",
-            registry=r,
-        )
-        self.reverse_cdc_source_lag_seconds = Gauge(
-            "bluegreen_reverse_cdc_source_lag_seconds",
-            "Now minus the commit time of the last green change acknowledged by the broker.",
-            registry=r,
-        )
-        self.reverse_cdc_slot_retained_wal_bytes = Gauge(
-            "bluegreen_reverse_cdc_slot_retained_wal_bytes",
-            "WAL green keeps for the reverse slot: current LSN - restart LSN.",
-            registry=r,
-        )
-        self.reverse_cdc_confirmed_lsn = Gauge(
-            "bluegreen_reverse_cdc_confirmed_lsn",
-            "The LSN up to which the reverse slot is confirmed (everything before it is in Kafka).",
-            registry=r,
-        )
-        self.reverse_cdc_commit_to_ack_seconds = Histogram(
-            "bluegreen_reverse_cdc_commit_to_ack_seconds",
-            "Seconds from a transaction's commit on green to the broker's ack of its last event.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self._reverse_capture = _capture_metrics(
+            r, "reverse_cdc", "green", "the forward applier's (blue's changes applied)"
         )
         self.reverse_cdc_slot_present = Gauge(
             "bluegreen_reverse_cdc_slot_present",
@@ -262,27 +190,11 @@ class Metrics:
 
     def forward_capture(self) -> CaptureMetrics:
         """The metrics of blue's capture (`bluegreen cdc`)."""
-        return CaptureMetrics(
-            self.cdc_events,
-            self.cdc_skipped_transactions,
-            self.cdc_source_lag_bytes,
-            self.cdc_source_lag_seconds,
-            self.cdc_slot_retained_wal_bytes,
-            self.cdc_confirmed_lsn,
-            self.cdc_commit_to_ack_seconds,
-        )
+        return self._forward_capture
 
     def reverse_capture(self) -> CaptureMetrics:
         """The metrics of green's capture (`bluegreen reverse-cdc`): same shape, own names."""
-        return CaptureMetrics(
-            self.reverse_cdc_events,
-            self.reverse_cdc_skipped_transactions,
-            self.reverse_cdc_source_lag_bytes,
-            self.reverse_cdc_source_lag_seconds,
-            self.reverse_cdc_slot_retained_wal_bytes,
-            self.reverse_cdc_confirmed_lsn,
-            self.reverse_cdc_commit_to_ack_seconds,
-        )
+        return self._reverse_capture
 
 
 @dataclass(frozen=True)
@@ -296,6 +208,54 @@ class CaptureMetrics:
     slot_retained_wal_bytes: Gauge
     confirmed_lsn: Gauge
     commit_to_ack_seconds: Histogram
+
+
+def _capture_metrics(
+    r: CollectorRegistry, name: str, color: str, skipped_origin: str
+) -> CaptureMetrics:
+    """One capture direction's families, `bluegreen_<name>_*`, reading `color`'s WAL."""
+    return CaptureMetrics(
+        events=Counter(
+            f"bluegreen_{name}_events_total",
+            f"Changes captured from {color} and acknowledged by the broker, by op (c, u, d, t, m).",
+            ["op"],
+            registry=r,
+        ),
+        skipped_transactions=Counter(
+            f"bluegreen_{name}_skipped_transactions_total",
+            f"{color.capitalize()} transactions not captured: they carry {skipped_origin} "
+            "replication origin, so sending them would loop.",
+            registry=r,
+        ),
+        source_lag_bytes=Gauge(
+            f"bluegreen_{name}_source_lag_bytes",
+            f"WAL written on {color} that the slot has not confirmed: current LSN - confirmed LSN.",
+            registry=r,
+        ),
+        source_lag_seconds=Gauge(
+            f"bluegreen_{name}_source_lag_seconds",
+            "Now minus the commit time of the last change acknowledged by the broker "
+            "(heartbeats included).",
+            registry=r,
+        ),
+        slot_retained_wal_bytes=Gauge(
+            f"bluegreen_{name}_slot_retained_wal_bytes",
+            f"WAL {color} keeps for the slot: current LSN - restart LSN.",
+            registry=r,
+        ),
+        confirmed_lsn=Gauge(
+            f"bluegreen_{name}_confirmed_lsn",
+            "The LSN up to which the slot is confirmed (everything before it is in Kafka).",
+            registry=r,
+        ),
+        commit_to_ack_seconds=Histogram(
+            f"bluegreen_{name}_commit_to_ack_seconds",
+            f"Seconds from a transaction's commit on {color} to the broker's ack of its last "
+            "event.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+    )
 
 
 def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:
