@@ -57,7 +57,10 @@ class ReverseCdcService(CaptureLoop):
         metrics: Metrics,
         *,
         producer: Producer | None = None,
-        poll_s: float = 1.0,
+        # The write switch flips writes to green tens of milliseconds after it creates the
+        # slot, and green's first writes wait for this poll to notice it: keep it short
+        # (one catalog lookup on green per poll).
+        poll_s: float = 0.1,
     ) -> None:
         self.settings = settings
         self.spec = spec
