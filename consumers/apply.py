@@ -7,6 +7,12 @@ rows are then staged with one binary COPY and applied with set-based statements
 next Kafka offset, newest source LSN and commit time, last fence — are written in
 the same transaction, so green always knows exactly what it holds.
 
+Every transaction of a GreenWriter carries a replication origin named
+``schemas.control.FORWARD_ORIGIN``_<n> (``bluegreen.core.origins``): green's reverse
+capture leaves them out, so blue's changes applied here never travel back to blue.
+The origin is taken once per connection (one commit record field per transaction
+after that); a role that may not use origins applies unmarked, with one warning.
+
 A GreenWriter is used by one thread only (the consumer's apply thread): psycopg
 connections are not to be shared between a thread inside a transaction and another.
 """
@@ -21,8 +27,11 @@ import psycopg
 from pydantic import SecretStr
 
 from bluegreen.core import db
+from bluegreen.core.logs import get_logger
+from bluegreen.core.origins import take_origin
 from consumers import positions
 from consumers.batch import Batch, PartitionProgress
+from schemas.control import FORWARD_ORIGIN
 from schemas.domain import Domain
 from schemas.envelope import Version
 
@@ -62,6 +71,8 @@ class GreenWriter:
         self._sql = domain.apply
         self._copy_sql = domain.stage.copy()
         self._conn: psycopg.Connection | None = None
+        self.origin: str | None = None  # the replication origin marking our transactions
+        self._origin_refused = False
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -76,10 +87,27 @@ class GreenWriter:
                 self._dsn, connect_timeout=5, options="-c synchronous_commit=off -c jit=off"
             )
             db.send_str_as_jsonb_text(self._conn)
+            self._mark(self._conn)
             for statement in (self._stage.ddl(), *self._sql.setup):
                 self._conn.execute(statement)
             self._conn.commit()
         return self._conn
+
+    def _mark(self, conn: psycopg.Connection) -> None:
+        """Take a forward origin for this connection's transactions (see the module doc)."""
+        self.origin = None
+        if self._origin_refused:
+            return
+        try:
+            self.origin = take_origin(conn, FORWARD_ORIGIN)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            conn.rollback()
+            self._origin_refused = True
+            get_logger(service="consume").warning(
+                "green refuses replication origins to this role: applied transactions are "
+                "not marked (reverse capture relies on its slot's lifetime alone)",
+                error=str(exc).split("\n", 1)[0],
+            )
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

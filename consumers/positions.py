@@ -24,7 +24,9 @@ holds the offset the batch starts from.
   consumer rewinds the partitions to green's positions.
 
 The table is the engine's, whatever the domain: ``create_table`` makes it (the domain
-creates its own tables, ``Domain.create_green``).
+creates its own tables, ``Domain.create_green``). The reverse applier keeps the same
+record in blue (``REVERSE``: ``bluegreen_sync.reverse_position``, issue 14); every
+function takes the table, green's ``APPLY`` by default.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 from pydantic import SecretStr
 
 from bluegreen.core import db
@@ -45,27 +48,44 @@ NOTHING_APPLIED = 0
 
 
 @dataclass(frozen=True)
+class PositionTable:
+    """Where a side keeps its positions: (schema, table), and which side that is."""
+
+    schema: str
+    table: str
+    side: str
+
+    @property
+    def name(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.table)
+
+
+APPLY = PositionTable("sync", "apply_position", "green")  # green: the forward applier's
+REVERSE = PositionTable("bluegreen_sync", "reverse_position", "blue")  # blue: the reverse applier's
+
+
+@dataclass(frozen=True)
 class Position:
     next_offset: int
     floor: Version  # changes at or below it (a TRUNCATE of blue) are ignored
 
 
 class PositionMovedError(Exception):
-    """Green's position of a partition is not where the batch starts: nothing applied."""
+    """The stored position of a partition is not where the batch starts: nothing applied."""
 
-    def __init__(self, moved: Mapping[int, int | None]) -> None:
+    def __init__(self, moved: Mapping[int, int | None], side: str = "green") -> None:
         self.moved = dict(moved)
         described = ", ".join(
             f"partition {p} at {'nothing' if o is None else o}" for p, o in sorted(moved.items())
         )
-        super().__init__(f"green's positions moved: {described}")
+        super().__init__(f"{side}'s positions moved: {described}")
 
 
 # Services start together (two consumers, say): one creates the table, the others wait.
 _DDL_LOCK = "SELECT pg_advisory_xact_lock(hashtext('bluegreen-ddl'))"
-DDL = """
-CREATE SCHEMA IF NOT EXISTS sync;
-CREATE TABLE IF NOT EXISTS sync.apply_position (
+_DDL = """
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.{table} (
     topic text NOT NULL,
     partition integer NOT NULL,
     next_offset bigint NOT NULL,
@@ -83,70 +103,90 @@ CREATE TABLE IF NOT EXISTS sync.apply_position (
 """
 
 
-def create_table(dsn: SecretStr) -> None:
-    """Create green's position table (idempotent; concurrent callers wait for one)."""
+def ddl(table: PositionTable = APPLY) -> str:
+    """The CREATE statements of a position table (its names are the engine's constants)."""
+    return _DDL.format(schema=table.schema, table=table.table)
+
+
+DDL = ddl(APPLY)
+
+
+def create_table(dsn: SecretStr, table: PositionTable = APPLY) -> None:
+    """Create a position table (idempotent; concurrent callers wait for one)."""
     with db.connect(dsn) as conn:
         conn.execute(_DDL_LOCK)
-        conn.execute(DDL)
+        conn.execute(ddl(table).encode())
         conn.commit()
 
 
-_CLAIM = """
-INSERT INTO sync.apply_position (topic, partition, next_offset)
+_CLAIM = sql.SQL("""
+INSERT INTO {table} (topic, partition, next_offset)
 SELECT %(topic)s, p, %(nothing)s FROM unnest(%(partitions)s::int[]) AS p
 ON CONFLICT (topic, partition) DO NOTHING
-"""
-_READ = """
-SELECT partition, next_offset, floor_lsn, floor_seq FROM sync.apply_position
+""")
+_READ = sql.SQL("""
+SELECT partition, next_offset, floor_lsn, floor_seq FROM {table}
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
-"""
-_LOCK = """
-SELECT partition, next_offset FROM sync.apply_position
+""")
+_LOCK = sql.SQL("""
+SELECT partition, next_offset FROM {table}
 WHERE topic = %(topic)s AND partition = ANY(%(partitions)s)
 ORDER BY partition
 FOR UPDATE
-"""
+""")
 
 
-def claim(conn: psycopg.Connection, topic: str, partitions: Iterable[int]) -> dict[int, Position]:
-    """Green's positions of these partitions, creating a row for those it has none of
-    (so the apply lock always finds a row to take); one committed transaction."""
+def claim(
+    conn: psycopg.Connection,
+    topic: str,
+    partitions: Iterable[int],
+    table: PositionTable = APPLY,
+) -> dict[int, Position]:
+    """The side's positions of these partitions, creating a row for those it has none
+    of (so the apply lock always finds a row to take); one committed transaction."""
     params = {"topic": topic, "partitions": sorted(set(partitions)), "nothing": NOTHING_APPLIED}
     with conn.transaction():
-        conn.execute(_CLAIM, params)
-        rows = conn.execute(_READ, params).fetchall()
+        conn.execute(_CLAIM.format(table=table.name), params)
+        rows = conn.execute(_READ.format(table=table.name), params).fetchall()
     return {p: Position(offset, Version(lsn, seq)) for p, offset, lsn, seq in rows}
 
 
-def lock(conn: psycopg.Connection, topic: str, expected: Mapping[int, int]) -> None:
+def lock(
+    conn: psycopg.Connection,
+    topic: str,
+    expected: Mapping[int, int],
+    table: PositionTable = APPLY,
+) -> None:
     """Inside the apply transaction: lock the batch's partitions, check where they stand.
 
     Raises PositionMovedError (the caller rolls back) when any partition is elsewhere.
     """
     if not expected:
         return
-    rows = conn.execute(_LOCK, {"topic": topic, "partitions": sorted(expected)}).fetchall()
+    query = _LOCK.format(table=table.name)
+    rows = conn.execute(query, {"topic": topic, "partitions": sorted(expected)}).fetchall()
     stored: dict[int, int | None] = {p: None for p in expected}
     stored.update({int(p): int(offset) for p, offset in rows})
     moved = {p: stored[p] for p, offset in expected.items() if stored[p] != offset}
     if moved:
-        raise PositionMovedError(moved)
+        raise PositionMovedError(moved, table.side)
 
 
 class PositionReader:
     """The consumer thread's own green connection: reads positions at assignment and
     rewind, never touching the apply thread's connection."""
 
-    def __init__(self, dsn: SecretStr, topic: str) -> None:
+    def __init__(self, dsn: SecretStr, topic: str, table: PositionTable = APPLY) -> None:
         self._dsn = dsn
         self.topic = topic
+        self.table = table
         self._conn: psycopg.Connection | None = None
 
     def claim(self, partitions: Iterable[int]) -> dict[int, Position]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._conn = db.connect(self._dsn, connect_timeout=5)
         try:
-            return claim(self._conn, self.topic, partitions)
+            return claim(self._conn, self.topic, partitions, self.table)
         except psycopg.OperationalError:
             self.close()
             raise

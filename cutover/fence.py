@@ -13,6 +13,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from psycopg import sql
+from pydantic import SecretStr
+
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
@@ -25,6 +28,28 @@ from schemas.lsn import parse_lsn
 class Fence:
     fence_id: str
     lsn: int
+
+
+@dataclass(frozen=True)
+class Applier:
+    """Where a direction's applier records its positions: the forward one in green's
+    ``sync.apply_position``, the reverse one in blue's ``bluegreen_sync.reverse_position``
+    (same columns)."""
+
+    dsn: SecretStr
+    schema: str
+    table: str
+    topic: str
+
+
+def forward(settings: Settings) -> Applier:
+    return Applier(settings.green_dsn, "sync", "apply_position", settings.kafka.topic)
+
+
+def reverse(settings: Settings) -> Applier:
+    return Applier(
+        settings.blue_dsn, "bluegreen_sync", "reverse_position", settings.kafka.reverse_topic
+    )
 
 
 @dataclass(frozen=True)
@@ -43,10 +68,11 @@ class FenceProgress:
         return not self.behind
 
 
-def write(settings: Settings) -> Fence:
-    """Write a fence into blue's WAL (a transactional logical message) and return it."""
+def write(settings: Settings, dsn: SecretStr | None = None) -> Fence:
+    """Write a fence into blue's WAL (or `dsn`'s: green's for the reverse direction), a
+    transactional logical message, and return it."""
     fence_id = f"fence-{uuid.uuid4().hex[:12]}"
-    with db.connect(settings.blue_dsn, autocommit=True) as conn:
+    with db.connect(dsn or settings.blue_dsn, autocommit=True) as conn:
         row = conn.execute(
             "SELECT pg_logical_emit_message(true, %s, %s)::text", (FENCE_PREFIX, fence_id)
         ).fetchone()
@@ -54,8 +80,8 @@ def write(settings: Settings) -> Fence:
     return Fence(fence_id, parse_lsn(row[0]))
 
 
-def partition_count(settings: Settings) -> int:
-    topic = settings.kafka.topic
+def partition_count(settings: Settings, topic: str | None = None) -> int:
+    topic = topic or settings.kafka.topic
     admin = make_admin(settings.kafka)
     metadata = admin.list_topics(topic=topic, timeout=10).topics.get(topic)
     if metadata is None or metadata.error is not None:
@@ -63,13 +89,24 @@ def partition_count(settings: Settings) -> int:
     return len(metadata.partitions)
 
 
-def progress(settings: Settings, fence: Fence, partitions: int, started: float) -> FenceProgress:
-    with db.connect(settings.green_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('sync.apply_position')").fetchone()
+def progress(
+    settings: Settings,
+    fence: Fence,
+    partitions: int,
+    started: float,
+    applier: Applier | None = None,
+) -> FenceProgress:
+    where = applier or forward(settings)
+    with db.connect(where.dsn, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT to_regclass(%s)", (f'"{where.schema}"."{where.table}"',)
+        ).fetchone()
         rows = (
             conn.execute(
-                "SELECT partition FROM sync.apply_position WHERE topic = %s AND fence_lsn >= %s",
-                (settings.kafka.topic, fence.lsn),
+                sql.SQL("SELECT partition FROM {} WHERE topic = %s AND fence_lsn >= %s").format(
+                    sql.Identifier(where.schema, where.table)
+                ),
+                (where.topic, fence.lsn),
             ).fetchall()
             if exists and exists[0]
             else []
@@ -77,15 +114,23 @@ def progress(settings: Settings, fence: Fence, partitions: int, started: float) 
     return FenceProgress(fence, partitions, sorted(r[0] for r in rows), time.monotonic() - started)
 
 
-def wait_applied(settings: Settings, fence: Fence, timeout_s: float) -> FenceProgress:
-    """Wait until green applied the fence on every partition, or the timeout passes."""
-    partitions = partition_count(settings)
+def wait_applied(
+    settings: Settings,
+    fence: Fence,
+    timeout_s: float,
+    applier: Applier | None = None,
+    partitions: int | None = None,
+) -> FenceProgress:
+    """Wait until the applier (green's by default) applied the fence on every partition
+    (of `partitions`, else asked of Kafka), or the timeout passes."""
+    where = applier or forward(settings)
+    partitions = partitions or partition_count(settings, where.topic)
     started = time.monotonic()
     while True:
-        current = progress(settings, fence, partitions, started)
+        current = progress(settings, fence, partitions, started, where)
         if current.done or current.seconds >= timeout_s:
             return current
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def waiter(settings: Settings, timeout_s: float) -> FenceWaiter:

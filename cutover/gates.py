@@ -99,3 +99,16 @@ def record(settings: Settings, report: VerifyReport) -> None:
         except psycopg.Error:
             conn.rollback()
             raise
+
+
+def refresh_done(settings: Settings) -> Gate:
+    """After a write rollback, the keys written on green were re-snapshotted from blue."""
+    with db.connect(settings.control_dsn, autocommit=True) as conn:
+        pending = control.migration_exists(conn) and control.write_state(conn).refresh_pending
+    figure = (
+        "keys written on green still await their re-snapshot (`bluegreen rollback --writes` "
+        "did not finish it)"
+        if pending
+        else "nothing written on green awaits a refresh"
+    )
+    return Gate("green refreshed after write rollback", not pending, figure)

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
-from bluegreen.core.kafka import make_admin, make_consumer
+from bluegreen.core.kafka import make_admin, make_consumer, topic_ends
 from consumers import dlq
 from producers.blue_setup import SlotHealth, slot_health
 from schemas.domain import Domain
@@ -36,6 +36,14 @@ class Status:
     reads_on: str | None = None
     router_epoch: int | None = None
     switched_at: datetime | None = None
+    writes_on: str | None = None
+    write_epoch: int | None = None
+    writes_paused: bool | None = None
+    refresh_pending: bool | None = None
+    # The reverse direction (green -> blue), None when it does not exist (n/a): green's
+    # reverse slot, and the reverse applier's lag in messages per partition.
+    reverse_slot: SlotHealth | None = None
+    reverse_lag: dict[int, int] | None = None
     snapshot: SnapshotStatus | None = None
     slot: SlotHealth | None = None
     consumer_lag: dict[int, int] | None = None
@@ -49,12 +57,20 @@ class Status:
     def total_lag(self) -> int | None:
         return None if self.consumer_lag is None else sum(self.consumer_lag.values())
 
+    @property
+    def total_reverse_lag(self) -> int | None:
+        return None if self.reverse_lag is None else sum(self.reverse_lag.values())
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         if self.slot is not None:
             data["slot"]["lag_bytes"] = self.slot.lag_bytes
             data["slot"]["retained_bytes"] = self.slot.retained_bytes
+        if self.reverse_slot is not None:
+            data["reverse_slot"]["lag_bytes"] = self.reverse_slot.lag_bytes
+            data["reverse_slot"]["retained_bytes"] = self.reverse_slot.retained_bytes
         data["total_lag"] = self.total_lag
+        data["total_reverse_lag"] = self.total_reverse_lag
         return data
 
 
@@ -64,6 +80,7 @@ def collect(settings: Settings, domain: Domain) -> Status:
     _part(status, "blue", lambda: _blue(settings, status))
     _part(status, "kafka", lambda: _kafka(settings, status))
     _part(status, "dead letters", lambda: _dead_letters(settings, domain, status))
+    _part(status, "reverse direction", lambda: _reverse(settings, status))
     return status
 
 
@@ -81,6 +98,12 @@ def _control(settings: Settings, status: Status) -> None:
             router = control.router(conn)
             status.reads_on, status.router_epoch = router.color, router.epoch
             status.switched_at = router.switched_at
+            writes = control.write_state(conn)
+            status.writes_on, status.write_epoch = writes.route.color, writes.route.epoch
+            status.writes_paused, status.refresh_pending = (
+                writes.route.paused,
+                writes.refresh_pending,
+            )
             status.verification = control.last_verification(conn)
             status.audit = [
                 {
@@ -134,3 +157,34 @@ def _kafka(settings: Settings, status: Status) -> None:
 def _dead_letters(settings: Settings, domain: Domain, status: Status) -> None:
     found = dlq.counts(settings.kafka, settings.consumer.group_id, settings.green_dsn, domain)
     status.dlq_open, status.dlq_superseded = found.open, found.superseded
+
+
+# Green's reverse slot (producers.reverse.setup creates it while writes are on green).
+REVERSE_SLOT = "bluegreen_reverse"
+
+
+def _reverse(settings: Settings, status: Status) -> None:
+    """Read defensively: the slot, the positions table and the topic may not exist."""
+    with db.connect(settings.green_dsn, autocommit=True, connect_timeout=5) as green:
+        # Slots are the cluster's: only the one in green's own database is ours.
+        ours = green.execute(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s "
+            "AND database = current_database()",
+            (REVERSE_SLOT,),
+        ).fetchone()
+        status.reverse_slot = slot_health(green, REVERSE_SLOT) if ours else None
+    with db.connect(settings.blue_dsn, autocommit=True, connect_timeout=5) as blue:
+        exists = blue.execute("SELECT to_regclass('bluegreen_sync.reverse_position')").fetchone()
+        if exists is None or exists[0] is None:
+            return
+        rows = blue.execute(
+            "SELECT partition, next_offset FROM bluegreen_sync.reverse_position WHERE topic = %s",
+            (settings.kafka.reverse_topic,),
+        ).fetchall()
+    applied = {int(p): int(o) for p, o in rows}
+    kafka = settings.kafka.model_copy(update={"topic": settings.kafka.reverse_topic})
+    topic = make_admin(kafka).list_topics(topic=kafka.topic, timeout=5).topics.get(kafka.topic)
+    if topic is None or topic.error is not None:
+        return
+    ends = topic_ends(kafka.model_copy(update={"partitions": len(topic.partitions)}), "status")
+    status.reverse_lag = {p: max(0, end - applied.get(p, 0)) for p, end in ends.items()}

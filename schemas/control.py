@@ -19,6 +19,16 @@ MESSAGE_PREFIX = "bluegreen."
 FENCE_PREFIX = MESSAGE_PREFIX + "fence"
 HEARTBEAT_PREFIX = MESSAGE_PREFIX + "heartbeat"
 
+# Replication origins (pg_replication_origin_session_setup) mark the transactions an
+# applier writes, and each capture skips transactions carrying the other direction's
+# origin (pgoutput sends an Origin message after Begin), so nothing loops:
+# - the forward applier's transactions on green carry FORWARD_ORIGIN; green's reverse
+#   capture does not send them back to blue;
+# - the reverse applier's transactions on blue carry REVERSE_ORIGIN; blue's forward
+#   capture does not send them to green again.
+FORWARD_ORIGIN = "bluegreen_forward"
+REVERSE_ORIGIN = "bluegreen_reverse"
+
 
 @dataclass(frozen=True, slots=True)
 class Fence:

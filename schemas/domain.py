@@ -128,6 +128,50 @@ class Supersession:
 
 
 @dataclass(frozen=True)
+class ReverseSpec:
+    """How green's changes go back to blue once writes are on green (issue 14).
+
+    ``tables``: green's (schema, table) pairs the reverse capture publishes; every one
+    has the aggregate key column ``key_column`` (so a change names its aggregate, and a
+    delete's replica identity carries it). The rest is the reverse applier's: how it
+    reads the touched aggregates' green state, the inverse transform, and blue's rows.
+    """
+
+    tables: tuple[tuple[str, str], ...]
+    key_column: str
+    # The reverse applier's part (None/empty: this domain's writes never go back to blue).
+    # green_query: the touched aggregates' green rows in one query (one snapshot), with
+    # the parameter %(keys)s (text[]); aggregates(keys, rows): each asked key's state
+    # (None or whatever the domain's inverse takes).
+    green_query: Query = ""
+    aggregates: Callable[[Sequence[str], Sequence[tuple[Any, ...]]], dict[str, Any]] | None = None
+    # inverse(state, blue_rows): the rows blue should hold for one aggregate, as dicts by
+    # `write_columns`, given the rows it holds (dicts by `read_columns`). Pure; raises
+    # TransformError for a state blue cannot hold.
+    inverse: Callable[[Any, list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+    # Blue's table (schema, table), its aggregate key column, the natural key each row
+    # is written on (a unique constraint), and the columns read and written (a dict or
+    # list value is written as JSON).
+    blue_table: tuple[str, str] = ("", "")
+    blue_key: str = ""
+    natural_key: tuple[str, ...] = ()
+    read_columns: tuple[str, ...] = ()
+    write_columns: tuple[str, ...] = ()
+
+    @property
+    def applies(self) -> bool:
+        """The domain gives what the reverse applier needs."""
+        return bool(
+            self.green_query
+            and self.aggregates
+            and self.inverse
+            and self.blue_key
+            and self.natural_key
+            and self.write_columns
+        )
+
+
+@dataclass(frozen=True)
 class Domain:
     """One migration's domain. See the module docstring; ``ref`` must name where the
     object itself is defined (it is how the object travels to other processes)."""
@@ -145,6 +189,8 @@ class Domain:
     verify: VerifySpec
     # None: no dead letter is ever superseded (every open one blocks a cutover).
     superseded: Supersession | None = None
+    # None: writes never move to green for this domain (no reverse replication).
+    reverse: ReverseSpec | None = None
 
     def codec(self) -> Codec:
         return codec_for(self.source.avro)

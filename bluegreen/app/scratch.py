@@ -60,13 +60,19 @@ def isolated(settings: Settings, name: str, *, prefix: str) -> Iterator[Settings
             created.append((dsn, database))
             update[f"{color}_dsn"] = _with_database(dsn, database)
         topic = f"{prefix}.{name}"
-        kafka = settings.kafka.model_copy(update={"topic": topic, "dlq_topic": f"{topic}.dlq"})
+        kafka = settings.kafka.model_copy(
+            update={
+                "topic": topic,
+                "dlq_topic": f"{topic}.dlq",
+                "reverse_topic": f"{topic}.reverse",
+            }
+        )
         update["kafka"] = kafka
         update["cdc"] = settings.cdc.model_copy(update={"slot": f"{prefix}_{name}"[:63]})
         yield settings.model_copy(update=update)
     finally:
         if kafka is not None:
-            delete_topics(kafka, [kafka.topic, kafka.dlq_topic])
+            delete_topics(kafka, [kafka.topic, kafka.dlq_topic, kafka.reverse_topic])
         for dsn, database in created:
             drop_database(dsn, database)
 

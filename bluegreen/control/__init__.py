@@ -18,6 +18,14 @@ Read router (``read_router``):
     audit in one transaction, NOTIFY on commit), ``listen_router``,
     ``parse_router_notice``, ``ROUTER_CHANNEL``.
 
+Write ownership (``write_router``), on the same record:
+    ``WriteRoute`` (color, epoch, paused, budget), ``WriteState``, ``write_state``,
+    ``write_route`` (what a client polls), ``change_writes`` (one audited step of the
+    write switch: pause, flip, resume, the phase with it; NOTIFY on commit),
+    ``set_refresh_pending``, ``listen_writes``, ``parse_write_notice``,
+    ``WRITES_CHANNEL``; the write clients' heartbeats: ``report_client``,
+    ``forget_client``, ``lagging_clients`` (what a switch waits for), ``WriteClient``.
+
 Verification results (``verification``):
     ``record_verification``, ``last_verification``.
 
@@ -70,10 +78,26 @@ from bluegreen.control.task_report import (
 )
 from bluegreen.control.tasks import Outcome, State, Task, TaskQueue, release_worker
 from bluegreen.control.verification import last_verification, record_verification
+from bluegreen.control.write_router import (
+    WRITES_CHANNEL,
+    WriteClient,
+    WriteRoute,
+    WriteState,
+    change_writes,
+    forget_client,
+    lagging_clients,
+    listen_writes,
+    parse_write_notice,
+    report_client,
+    set_refresh_pending,
+    write_route,
+    write_state,
+)
 
 __all__ = [
     "ROUTER_CHANNEL",
     "TRANSITIONS",
+    "WRITES_CHANNEL",
     "AuditEntry",
     "IllegalTransitionError",
     "Outcome",
@@ -83,29 +107,41 @@ __all__ = [
     "Task",
     "TaskCounts",
     "TaskQueue",
+    "WriteClient",
+    "WriteRoute",
+    "WriteState",
     "actor",
     "add_key_task",
     "audit",
     "audit_trail",
+    "change_writes",
     "drop_schema",
     "ensure_schema",
+    "forget_client",
+    "lagging_clients",
     "last_verification",
     "listen_router",
+    "listen_writes",
     "migration_exists",
     "parse_router_notice",
+    "parse_write_notice",
     "phase",
     "plan_ranges",
     "planned_tasks",
     "produce_seconds",
     "record_verification",
     "release_worker",
+    "report_client",
     "retry_dead",
     "router",
     "router_position",
+    "set_refresh_pending",
     "switch_reads",
     "task_attempts",
     "task_counts",
     "task_queue_exists",
     "task_rows",
     "transition",
+    "write_route",
+    "write_state",
 ]

@@ -27,6 +27,9 @@ class Phase(StrEnum):
     CATCHING_UP = "catching-up"
     IN_SYNC = "in-sync"
     READS_ON_GREEN = "reads-on-green"
+    WRITES_SWITCHING = "writes-switching"
+    WRITES_ON_GREEN = "writes-on-green"
+    WRITES_ROLLING_BACK = "writes-rolling-back"
     ROLLED_BACK = "rolled-back"
     COMPLETED = "completed"
 
@@ -37,7 +40,12 @@ TRANSITIONS: dict[Phase, set[Phase]] = {
     Phase.SNAPSHOTTING: {Phase.CATCHING_UP},
     Phase.CATCHING_UP: {Phase.IN_SYNC, Phase.SNAPSHOTTING},
     Phase.IN_SYNC: {Phase.READS_ON_GREEN, Phase.CATCHING_UP, Phase.SNAPSHOTTING},
-    Phase.READS_ON_GREEN: {Phase.ROLLED_BACK, Phase.COMPLETED},
+    Phase.READS_ON_GREEN: {Phase.ROLLED_BACK, Phase.COMPLETED, Phase.WRITES_SWITCHING},
+    # The write switch: paused at the router, then either flipped to green or aborted
+    # back (writes resume on blue); its rollback likewise flips back or aborts.
+    Phase.WRITES_SWITCHING: {Phase.WRITES_ON_GREEN, Phase.READS_ON_GREEN},
+    Phase.WRITES_ON_GREEN: {Phase.WRITES_ROLLING_BACK, Phase.COMPLETED},
+    Phase.WRITES_ROLLING_BACK: {Phase.READS_ON_GREEN, Phase.WRITES_ON_GREEN},
     Phase.ROLLED_BACK: {Phase.READS_ON_GREEN, Phase.IN_SYNC, Phase.CATCHING_UP, Phase.SNAPSHOTTING},
     Phase.COMPLETED: set(),
 }

@@ -29,6 +29,37 @@ CREATE TABLE IF NOT EXISTS bluegreen.read_router (
 );
 INSERT INTO bluegreen.read_router (id, color, epoch, switched_by)
 VALUES (1, 'blue', 0, 'initial') ON CONFLICT DO NOTHING;
+-- Write ownership (issue 14) on the same record: which color takes writes, its own
+-- epoch (bumped on every pause, flip and resume), whether routers hold new writes and
+-- for how long at most, and whether keys written on green still await their refresh.
+-- Added in one ALTER, only when missing: ALTER TABLE takes an ACCESS EXCLUSIVE lock,
+-- which routers polling the record should not meet on every command's start.
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM information_schema.columns WHERE table_schema = 'bluegreen'
+        AND table_name = 'read_router' AND column_name = 'write_color'
+    ) THEN
+        ALTER TABLE bluegreen.read_router
+            ADD COLUMN write_color text NOT NULL DEFAULT 'blue'
+                CHECK (write_color IN ('blue', 'green')),
+            ADD COLUMN write_epoch bigint NOT NULL DEFAULT 0,
+            ADD COLUMN writes_paused boolean NOT NULL DEFAULT false,
+            ADD COLUMN pause_budget_ms integer NOT NULL DEFAULT 1000,
+            ADD COLUMN paused_at timestamptz,
+            ADD COLUMN refresh_pending boolean NOT NULL DEFAULT false;
+    END IF;
+END
+$$;
+-- Write clients (routers with write connections): which write epoch each has seen
+-- and whether its writes on the paused owner have drained; a write switch waits for
+-- every live one before it locks the old owner's tables.
+CREATE TABLE IF NOT EXISTS bluegreen.write_client (
+    client_id text PRIMARY KEY,
+    seen_epoch bigint NOT NULL,
+    drained boolean NOT NULL,
+    heartbeat_at timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS bluegreen.audit (
     id bigserial PRIMARY KEY,
     at timestamptz NOT NULL DEFAULT now(),

@@ -66,6 +66,8 @@ class KafkaSettings(_Frozen):
     partitions: int = Field(default=6, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=16)
     dlq_topic: str = ""
+    # Green's changes back to blue once writes are on green (default: <topic>.reverse).
+    reverse_topic: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSettings:
@@ -81,6 +83,8 @@ class KafkaSettings(_Frozen):
             raise ValueError("sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL")
         if not self.dlq_topic:
             object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
+        if not self.reverse_topic:
+            object.__setattr__(self, "reverse_topic", f"{self.topic}.reverse")
         return self
 
     def client_config(self) -> dict[str, str]:
@@ -195,6 +199,19 @@ class ConsumerSettings(_Frozen):
     reconnect_timeout_s: float = Field(default=300.0, gt=0)
 
 
+class ReverseApplySettings(_Frozen):
+    """The reverse applier (green -> blue once writes are on green): batching, origins."""
+
+    group_id: str = "bluegreen-reverse-apply"
+    batch_max_messages: int = Field(default=1_000, ge=1)
+    batch_max_wait_s: float = Field(default=0.05, gt=0)
+    # Replication origins bluegreen_reverse_1..N: one per running applier process.
+    origins: int = Field(default=16, ge=1, le=1000)
+    lag_interval_s: float = Field(default=2.0, gt=0)
+    # How long the service keeps reconnecting to blue, green or Kafka before it exits.
+    reconnect_timeout_s: float = Field(default=300.0, gt=0)
+
+
 class MetricsSettings(_Frozen):
     """Where a service exposes /metrics; each service command may override the port."""
 
@@ -223,6 +240,7 @@ class Settings(BaseSettings):
     snapshot: SnapshotSettings = SnapshotSettings()
     cdc: CdcSettings = CdcSettings()
     consumer: ConsumerSettings = ConsumerSettings()
+    reverse_apply: ReverseApplySettings = ReverseApplySettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     # What is migrated: "package.module:NAME" of a schemas.domain.Domain, imported by
@@ -312,7 +330,16 @@ def as_environment(settings: Settings) -> dict[str, str]:
     }
     env[f"{ENV_PREFIX}DOMAIN"] = settings.domain
     data = settings.model_dump(mode="json")
-    for section in ("kafka", "stack", "snapshot", "cdc", "consumer", "metrics", "log"):
+    for section in (
+        "kafka",
+        "stack",
+        "snapshot",
+        "cdc",
+        "consumer",
+        "reverse_apply",
+        "metrics",
+        "log",
+    ):
         value = getattr(settings, section)
         for key, item in data[section].items():
             if item is None:

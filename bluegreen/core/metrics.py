@@ -6,6 +6,8 @@ use one per process) and exposed on ``/metrics`` by ``serve``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -72,38 +74,16 @@ class Metrics:
             "Snapshot throughput over the last progress interval, rows per second.",
             registry=r,
         )
-        # -- CDC -----------------------------------------------------------------------------
-        self.cdc_events = Counter(
-            "bluegreen_cdc_events_total",
-            "Changes captured from blue and acknowledged by the broker, by op (c, u, d, t, m).",
-            ["op"],
-            registry=r,
+        # -- CDC: blue's capture, and green's while writes are on green --------------------
+        self._forward_capture = _capture_metrics(
+            r, "cdc", "blue", "the reverse applier's (green's changes written back)"
         )
-        self.cdc_source_lag_bytes = Gauge(
-            "bluegreen_cdc_source_lag_bytes",
-            "WAL written on blue that the slot has not confirmed: current LSN - confirmed LSN.",
-            registry=r,
+        self._reverse_capture = _capture_metrics(
+            r, "reverse_cdc", "green", "the forward applier's (blue's changes applied)"
         )
-        self.cdc_source_lag_seconds = Gauge(
-            "bluegreen_cdc_source_lag_seconds",
-            "Now minus the commit time of the last change acknowledged by the broker "
-            "(heartbeats included).",
-            registry=r,
-        )
-        self.cdc_slot_retained_wal_bytes = Gauge(
-            "bluegreen_cdc_slot_retained_wal_bytes",
-            "WAL blue keeps for the slot: current LSN - restart LSN.",
-            registry=r,
-        )
-        self.cdc_confirmed_lsn = Gauge(
-            "bluegreen_cdc_confirmed_lsn",
-            "The LSN up to which the slot is confirmed (everything before it is in Kafka).",
-            registry=r,
-        )
-        self.cdc_commit_to_ack_seconds = Histogram(
-            "bluegreen_cdc_commit_to_ack_seconds",
-            "Seconds from a transaction's commit on blue to the broker's ack of its last event.",
-            buckets=LATENCY_BUCKETS,
+        self.reverse_cdc_slot_present = Gauge(
+            "bluegreen_reverse_cdc_slot_present",
+            "1 while green's reverse slot exists and is streamed, 0 while the service waits.",
             registry=r,
         )
         # -- consumer ------------------------------------------------------------------------
@@ -148,6 +128,32 @@ class Metrics:
             "1 while the consumer pauses its partitions because green refuses writes.",
             registry=r,
         )
+        # -- reverse applier (green -> blue, issue 14) ------------------------------------
+        self.reverse_applied = Counter(
+            "bluegreen_reverse_aggregates_applied_total",
+            "Aggregates (e.g. SKUs) the reverse applier wrote into blue, by what it did.",
+            ["action"],
+            registry=r,
+        )
+        self.reverse_batch_seconds = Histogram(
+            "bluegreen_reverse_batch_apply_seconds",
+            "Seconds one reverse batch took: lock, green read, inverse, blue writes, commit.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.reverse_latency_seconds = Histogram(
+            "bluegreen_reverse_latency_seconds",
+            "Seconds from a change's commit on green to the commit of blue's transaction "
+            "that applied it.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.reverse_lag = Gauge(
+            "bluegreen_reverse_lag_messages",
+            "Reverse-topic messages not yet applied to blue: high watermark minus position.",
+            ["partition"],
+            registry=r,
+        )
         # -- migration (exported by the consumer from the control database) ---------------
         self.migration_phase = Gauge(
             "bluegreen_migration_phase",
@@ -181,6 +187,75 @@ class Metrics:
             "Batches retried after a transient green failure (connection, deadlock).",
             registry=r,
         )
+
+    def forward_capture(self) -> CaptureMetrics:
+        """The metrics of blue's capture (`bluegreen cdc`)."""
+        return self._forward_capture
+
+    def reverse_capture(self) -> CaptureMetrics:
+        """The metrics of green's capture (`bluegreen reverse-cdc`): same shape, own names."""
+        return self._reverse_capture
+
+
+@dataclass(frozen=True)
+class CaptureMetrics:
+    """One capture direction's families: the capture code is shared, the names are not."""
+
+    events: Counter
+    skipped_transactions: Counter
+    source_lag_bytes: Gauge
+    source_lag_seconds: Gauge
+    slot_retained_wal_bytes: Gauge
+    confirmed_lsn: Gauge
+    commit_to_ack_seconds: Histogram
+
+
+def _capture_metrics(
+    r: CollectorRegistry, name: str, color: str, skipped_origin: str
+) -> CaptureMetrics:
+    """One capture direction's families, `bluegreen_<name>_*`, reading `color`'s WAL."""
+    return CaptureMetrics(
+        events=Counter(
+            f"bluegreen_{name}_events_total",
+            f"Changes captured from {color} and acknowledged by the broker, by op (c, u, d, t, m).",
+            ["op"],
+            registry=r,
+        ),
+        skipped_transactions=Counter(
+            f"bluegreen_{name}_skipped_transactions_total",
+            f"{color.capitalize()} transactions not captured: they carry {skipped_origin} "
+            "replication origin, so sending them would loop.",
+            registry=r,
+        ),
+        source_lag_bytes=Gauge(
+            f"bluegreen_{name}_source_lag_bytes",
+            f"WAL written on {color} that the slot has not confirmed: current LSN - confirmed LSN.",
+            registry=r,
+        ),
+        source_lag_seconds=Gauge(
+            f"bluegreen_{name}_source_lag_seconds",
+            "Now minus the commit time of the last change acknowledged by the broker "
+            "(heartbeats included).",
+            registry=r,
+        ),
+        slot_retained_wal_bytes=Gauge(
+            f"bluegreen_{name}_slot_retained_wal_bytes",
+            f"WAL {color} keeps for the slot: current LSN - restart LSN.",
+            registry=r,
+        ),
+        confirmed_lsn=Gauge(
+            f"bluegreen_{name}_confirmed_lsn",
+            "The LSN up to which the slot is confirmed (everything before it is in Kafka).",
+            registry=r,
+        ),
+        commit_to_ack_seconds=Histogram(
+            f"bluegreen_{name}_commit_to_ack_seconds",
+            f"Seconds from a transaction's commit on {color} to the broker's ack of its last "
+            "event.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+    )
 
 
 def serve(settings: MetricsSettings, registry: CollectorRegistry) -> int | None:

@@ -8,7 +8,10 @@ primary key becomes a delete of the old row and a create of the new one; so does
 change of the aggregate key (the SKU), each keyed by its own aggregate. Logical
 messages under the ``bluegreen.`` prefix (fences, heartbeats) and truncates of the
 source table are broadcast to every partition; changes of other tables are
-ignored.
+ignored. Transactions the reverse applier wrote into blue (their replication origin
+starts with ``schemas.control.REVERSE_ORIGIN``) are green's own changes coming back:
+they are skipped (``origins.OriginFilter``), their Begin and Commit still confirm
+the slot past them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bluegreen.core.errors import BluegreenError
+from producers.cdc.origins import OriginFilter
 from producers.cdc.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -26,12 +30,13 @@ from producers.cdc.pgoutput import (
     Insert,
     LogicalMessage,
     Message,
+    Origin,
     Relation,
     Truncate,
     Update,
     Value,
 )
-from schemas.control import MESSAGE_PREFIX
+from schemas.control import MESSAGE_PREFIX, REVERSE_ORIGIN
 from schemas.envelope import CONNECTOR_CDC, Op, Version, message_event, now_ms, row_event
 from schemas.source import SourceSpec
 
@@ -51,6 +56,7 @@ class TxnBegin:
 class TxnEnd:
     end_lsn: int
     commit_ts_ms: int
+    skipped: bool = False  # the transaction's changes were left out (its origin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +92,11 @@ Action = TxnBegin | TxnEnd | KeyedChange | Broadcast | Standalone
 
 
 class ChangeBuilder:
-    def __init__(self, source: SourceSpec, database: str) -> None:
+    def __init__(
+        self, source: SourceSpec, database: str, *, skip_origin: str | None = REVERSE_ORIGIN
+    ) -> None:
         self.source = source
+        self.origins = OriginFilter(skip_origin)
         self.table = source.source_table(database)
         self._relations: dict[int, Relation] = {}
         self._txn: Begin | None = None
@@ -102,20 +111,29 @@ class ChangeBuilder:
 
     def feed(self, message: Message) -> list[Action]:
         if isinstance(message, (Insert, Update, Delete)):  # first: the common case
-            return self._row_change(message)
-        if isinstance(message, Begin):
-            self._txn, self._seq = message, 0
-            return [TxnBegin(message.final_lsn, message.xid, message.commit_ts_us // 1000)]
-        if isinstance(message, Commit):
-            self._txn = None
-            return [TxnEnd(message.end_lsn, message.commit_ts_us // 1000)]
+            return [] if self.origins.skipping else self._row_change(message)
+        if isinstance(message, (Begin, Commit)):
+            return [self._boundary(message)]
         if isinstance(message, Relation):
             self._relations[message.relation_id] = message
+        elif isinstance(message, Origin):
+            self.origins.saw(message)
+        elif self.origins.drops(message):
+            return []
         elif isinstance(message, Truncate):
             return self._truncate(message)
         elif isinstance(message, LogicalMessage):
             return self._logical_message(message)
         return []  # Relation, Origin, Type: nothing to send
+
+    def _boundary(self, message: Begin | Commit) -> TxnBegin | TxnEnd:
+        skipped = self.origins.skipping
+        self.origins.saw(message)
+        if isinstance(message, Begin):
+            self._txn, self._seq = message, 0
+            return TxnBegin(message.final_lsn, message.xid, message.commit_ts_us // 1000)
+        self._txn = None
+        return TxnEnd(message.end_lsn, message.commit_ts_us // 1000, skipped)
 
     # -- rows -----------------------------------------------------------------------------------
 

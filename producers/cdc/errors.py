@@ -19,3 +19,10 @@ class KafkaDeliveryError(BluegreenError):
     def __init__(self, message: str, *, fatal: bool = False) -> None:
         super().__init__(message)
         self.fatal = fatal
+
+
+class SlotGoneError(CdcError):
+    """The replication slot does not exist (any more).
+
+    Blue's capture stops on it; green's reverse capture goes back to waiting for the
+    slot (it is dropped at a writes rollback)."""

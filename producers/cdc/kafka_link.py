@@ -37,9 +37,18 @@ _PRODUCER_OVERRIDES: dict[str, str | int] = {
 
 class KafkaLink:
     def __init__(
-        self, kafka: KafkaSettings, metrics: Metrics, reconnector: Reconnector, log: BoundLogger
+        self,
+        kafka: KafkaSettings,
+        metrics: Metrics,
+        reconnector: Reconnector,
+        log: BoundLogger,
+        *,
+        topic: str | None = None,
+        name: str = "cdc",
     ) -> None:
         self._settings = kafka
+        self.topic = kafka.topic if topic is None else topic
+        self._name = name  # the producer's label in the Kafka metrics
         self._metrics = metrics
         self._reconnector = reconnector
         self._log = log
@@ -47,13 +56,23 @@ class KafkaLink:
         self._next_down_report = 0.0
 
     def prepare_topic(self) -> int:
-        """Create the topic if need be; its partition count."""
+        """Create the topic if need be; its partition count.
+
+        A topic other than the change topic is created with as many partitions as the
+        change topic has (kafka.partitions if it does not exist yet).
+        """
         kafka = self._settings
         admin = make_admin(kafka)
-        admin.list_topics(timeout=KAFKA_PROBE_TIMEOUT_S)  # an unreachable broker fails fast
-        ensure_topic(kafka, kafka.topic, kafka.partitions)
-        metadata = admin.list_topics(topic=kafka.topic, timeout=10)
-        return len(metadata.topics[kafka.topic].partitions)
+        listed = admin.list_topics(
+            timeout=KAFKA_PROBE_TIMEOUT_S
+        )  # an unreachable broker fails fast
+        partitions = kafka.partitions
+        changes = listed.topics.get(kafka.topic)
+        if self.topic != kafka.topic and changes is not None and changes.partitions:
+            partitions = len(changes.partitions)
+        ensure_topic(kafka, self.topic, partitions)
+        metadata = admin.list_topics(topic=self.topic, timeout=10)
+        return len(metadata.topics[self.topic].partitions)
 
     def open_writer(self, producer: Producer | None) -> KafkaWriter:
         """The writer over `producer`, or over a new one that reports its errors here."""
@@ -61,10 +80,10 @@ class KafkaLink:
         if producer is None:
             # The operator's kafka.extra wins over these defaults.
             defaults = {k: v for k, v in _PRODUCER_OVERRIDES.items() if k not in kafka.extra}
-            producer = producer_for_topic(kafka, kafka.topic, error_cb=self._on_error, **defaults)
+            producer = producer_for_topic(kafka, self.topic, error_cb=self._on_error, **defaults)
         self._producer = producer
         self._errors.clear()
-        return KafkaWriter(producer, kafka.topic, name="cdc", metrics=self._metrics)
+        return KafkaWriter(producer, self.topic, name=self._name, metrics=self._metrics)
 
     def replace_producer(self) -> KafkaWriter:
         """A fatal idempotence error ends a producer's life: purge it and start a new one."""
@@ -107,7 +126,7 @@ class KafkaLink:
     def await_up(self, stop: threading.Event) -> bool:
         """Back off until the broker answers for every partition of the topic."""
         admin = make_admin(self._settings)
-        topic = self._settings.topic
+        topic = self.topic
 
         def probe() -> None:
             found = admin.list_topics(topic=topic, timeout=KAFKA_PROBE_TIMEOUT_S).topics.get(topic)

@@ -6,7 +6,7 @@ COPY_BOTH: the server sends XLogData (``w``) and keepalives (``k``); we send
 standby status updates (``r``) saying up to which LSN we have made changes
 durable, which is what lets the slot advance.
 
-A failure that reconnecting may cure (blue restarting or unreachable, the stream
+A failure that reconnecting may cure (the source restarting or unreachable, the stream
 ended by the server, the slot still held by a walsender that is going away) is a
 ``ReplicationLostError``; one it cannot cure (no such slot, an invalidated slot) is
 a plain ``ReplicationError``.
@@ -39,7 +39,7 @@ class ReplicationError(BluegreenError):
 
 
 class ReplicationLostError(ReplicationError):
-    """The connection to blue failed or the server ended the stream: reconnect and resume."""
+    """The connection to the source failed or the server ended the stream: reconnect and resume."""
 
 
 # SQLSTATEs of START_REPLICATION that a later attempt can get past: the slot is still
@@ -82,6 +82,7 @@ class ReplicationStream:
         *,
         start_lsn: int = 0,
         application_name: str = "bluegreen-cdc",
+        source: str = "blue",
     ) -> None:
         try:
             self._conn = psycopg.connect(
@@ -92,7 +93,7 @@ class ReplicationStream:
                 **_LIVENESS,
             )
         except psycopg.Error as exc:
-            cause = f"cannot open a replication connection to blue: {exc}"
+            cause = f"cannot open a replication connection to {source}: {exc}"
             raise ReplicationLostError(cause) from exc
         command = sql.SQL(
             "START_REPLICATION SLOT {} LOGICAL {} "

@@ -9,6 +9,7 @@ To migrate another domain, build another Domain the same way and name it in
 
 from schemas.catalog.ddl import create_green
 from schemas.catalog.green_apply import APPLY
+from schemas.catalog.reverse_spec import REVERSE
 from schemas.catalog.source import SOURCE
 from schemas.catalog.staged import STAGE, stage_row
 from schemas.catalog.superseded import listing_keys, newer_in_green
@@ -26,6 +27,7 @@ CATALOG = Domain(
     apply=APPLY,
     verify=VERIFY,
     superseded=Supersession(listing_keys, newer_in_green),
+    reverse=REVERSE,
 )
 
 __all__ = ["CATALOG", "SOURCE"]

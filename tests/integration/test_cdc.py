@@ -462,9 +462,9 @@ def test_idle_blue_shows_zero_lag_and_the_slot_follows_unrelated_wal(settings: S
         target = current_lsn(settings)
         wait_confirmed(settings, target, timeout_s=30)  # not published, yet the slot advances
         time.sleep(2.5)
-        lag = service.metrics.cdc_source_lag_seconds._value.get()
+        lag = service.metrics.forward_capture().source_lag_seconds._value.get()
         assert lag < 2.0  # heartbeats keep the lag current on an idle blue
-        assert service.metrics.cdc_source_lag_bytes._value.get() < 100_000
+        assert service.metrics.forward_capture().source_lag_bytes._value.get() < 100_000
     heartbeats = [
         (r.partition, e)
         for r, e in events(settings)

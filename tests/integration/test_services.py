@@ -119,10 +119,12 @@ def test_write_and_read_rows(settings: Settings, color: str) -> None:
         assert (count, total) == (1000, sum(range(1000)))
 
 
-def test_blue_is_ready_for_logical_decoding(settings: Settings) -> None:
-    with db.connect(settings.blue_dsn) as conn:
-        assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
-        slots = conn.execute("SHOW max_replication_slots").fetchone()
-        assert slots is not None and int(slots[0]) >= 10
-    with psycopg.connect(settings.green_dsn.get_secret_value()) as conn:
+def test_blue_and_green_are_ready_for_logical_decoding(settings: Settings) -> None:
+    """Blue for the capture, green for the reverse capture (issue 14); control not."""
+    for dsn in (settings.blue_dsn, settings.green_dsn):
+        with db.connect(dsn) as conn:
+            assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
+            slots = conn.execute("SHOW max_replication_slots").fetchone()
+            assert slots is not None and int(slots[0]) >= 10
+    with psycopg.connect(settings.control_dsn.get_secret_value()) as conn:
         assert conn.execute("SHOW wal_level").fetchone() != ("logical",)

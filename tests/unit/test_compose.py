@@ -44,11 +44,12 @@ def test_services_match_the_native_stack() -> None:
         assert service["environment"]["POSTGRES_USER"] == "postgres"
 
 
-def test_blue_is_configured_for_logical_decoding_like_the_native_blue() -> None:
-    assert command_settings(load()["blue"]) == {
-        **BLUE_SETTINGS,
-        "max_connections": "200",
-    }
+def test_blue_and_green_are_configured_for_logical_decoding_like_the_native_ones() -> None:
+    for name in ("blue", "green"):  # green: the reverse capture's slot (issue 14)
+        assert command_settings(load()[name]) == {
+            **BLUE_SETTINGS,
+            "max_connections": "200",
+        }
 
 
 def test_kafka_is_kraft_and_advertises_the_native_address() -> None:

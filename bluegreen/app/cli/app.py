@@ -14,6 +14,8 @@ from bluegreen.app.cli import (
     cutover_cmd,
     demo_cmd,
     dlq_cmd,
+    reverse_cdc_cmd,
+    reverse_cmd,
     schemas_cmd,
     seed_cmd,
     service_cmds,
@@ -37,6 +39,7 @@ app.add_typer(snapshot_cmd.app, name="snapshot")
 app.command("status")(status_cmd.status)
 app.command("cdc")(service_cmds.cdc)
 app.command("consume")(service_cmds.consume)
+app.command("reverse-cdc")(reverse_cdc_cmd.reverse_cdc)
 app.add_typer(dlq_cmd.app, name="dlq")
 app.command("verify")(cutover_cmd.verify_cmd)
 app.command("cutover")(cutover_cmd.cutover_cmd)
@@ -45,6 +48,7 @@ app.command("complete")(cutover_cmd.complete_cmd)
 app.command("demo")(demo_cmd.demo)
 app.add_typer(bench_cmd.app, name="bench")
 app.command("chaos")(chaos_cmd.chaos)
+app.command("reverse-apply")(reverse_cmd.reverse_apply)
 
 
 def _version(value: bool) -> None:

@@ -10,11 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from bluegreen import control
+from bluegreen.app.cli import write_switch_cmd
 from bluegreen.app.cli.context import cli_context
 from bluegreen.core import db, kafka
 from bluegreen.core.metrics import Metrics
 from cutover import fence, gates, switch
 from cutover.verify import VerifyReport, verify
+from cutover.verify_reverse import verify_reverse
 from producers.blue_setup import drop_capture
 from producers.snapshot import service as snapshot
 
@@ -23,6 +25,17 @@ Timeout = Annotated[
     typer.Option("--timeout", min=1, help="Seconds to wait for the fence on every partition."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON.")]
+Writes = Annotated[
+    bool, typer.Option("--writes", help="Move write ownership (not reads); see the Runbook.")
+]
+PauseBudget = Annotated[
+    str,
+    typer.Option(
+        "--write-pause-budget",
+        help="With --writes: the longest new writes are held (1s, 500ms); past it the "
+        "switch aborts and writes resume where they were.",
+    ),
+]
 
 
 def _print_verify(report: VerifyReport, console: Console) -> None:
@@ -59,6 +72,14 @@ def verify_cmd(
     ] = False,
     timeout: Timeout = 120.0,
     as_json: JsonFlag = False,
+    direction: Annotated[
+        str,
+        typer.Option(
+            "--direction",
+            help="forward: green == transform(blue); reverse: blue == inverse(green) "
+            "(writes on green: a fence through reverse-cdc and reverse-apply).",
+        ),
+    ] = "forward",
 ) -> None:
     """Compare transform(blue) with green, every key; list exactly the keys that differ.
 
@@ -67,9 +88,16 @@ def verify_cmd(
     """
     settings, domain = cli_context(ctx).settings, cli_context(ctx).domain
     console = Console(width=160)
+    if direction not in ("forward", "reverse"):
+        raise typer.BadParameter("forward or reverse", param_hint="--direction")
     wait = None if no_fence else fence.waiter(settings, timeout)
-    report = verify(settings, domain, wait_for=wait)
-    gates.record(settings, report)
+    if direction == "reverse":
+        fence_timeout = None if no_fence else timeout
+        report = verify_reverse(settings, domain, fence_timeout_s=fence_timeout)
+        repair = False  # a reverse difference is repaired by the reverse applier, not here
+    else:
+        report = verify(settings, domain, wait_for=wait)
+        gates.record(settings, report)
     if repair and not report.clean:
         keys = report.keys(domain)
         if not as_json:
@@ -100,13 +128,41 @@ def cutover_cmd(
     ] = False,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
     as_json: JsonFlag = False,
+    writes: Writes = False,
+    write_pause_budget: PauseBudget = "1s",
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover", help="With --writes: finish a write switch that died with writes paused."
+        ),
+    ] = False,
 ) -> None:
     """Switch reads to green once every gate passes: snapshot complete, no open dead
     letters, lag zero end to end (a fence applied on every partition), verification clean.
 
-    Exit 2 when a gate refuses (each failing gate is named with its figure).
+    With --writes (from reads-on-green, every gate passing): pause writes at the
+    routers, drain blue's writes in flight, fence, flip write ownership to green, revoke
+    the application's writes on blue, resume. Exit 2 when a gate refuses (each failing
+    gate is named with its figure), 3 when the write switch aborted (writes on blue).
     """
     settings = cli_context(ctx).settings
+    if writes:
+        if force:
+            typer.echo(
+                "bluegreen: --force does not apply to --writes: every gate must pass", err=True
+            )
+            raise typer.Exit(2)
+        write_switch_cmd.cutover_writes(
+            settings,
+            cli_context(ctx).domain,
+            budget=write_pause_budget,
+            timeout=timeout,
+            reason=reason,
+            as_json=as_json,
+            recover=recover,
+            dry_run=dry_run,
+        )
+        return
     try:
         report = switch.cutover(
             settings,
@@ -144,9 +200,30 @@ def cutover_cmd(
 def rollback_cmd(
     ctx: typer.Context,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (audited).")] = None,
+    writes: Writes = False,
+    write_pause_budget: PauseBudget = "1s",
+    refresh_only: Annotated[
+        bool,
+        typer.Option("--refresh-only", help="With --writes: only refresh keys written on green."),
+    ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Switch reads back to blue: one audited transaction, every client follows at once."""
+    """Switch reads back to blue: one audited transaction, every client follows at once.
+
+    With --writes: write ownership back to blue (the mirror image of `cutover --writes`),
+    then the keys written on green are re-snapshotted from blue.
+    """
     settings = cli_context(ctx).settings
+    if writes:
+        write_switch_cmd.rollback_writes(
+            settings,
+            cli_context(ctx).domain,
+            budget=write_pause_budget,
+            reason=reason,
+            refresh_only=refresh_only,
+            as_json=as_json,
+        )
+        return
     router, millis = switch.rollback(settings, reason=reason)
     typer.echo(f"reads now served by blue, router epoch {router.epoch}; flip {millis:.1f} ms")
 

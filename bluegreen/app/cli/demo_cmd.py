@@ -22,18 +22,20 @@ def demo(
         Path | None, typer.Option("--report", help="Write the report as JSON here.")
     ] = None,
     write_rate: Annotated[
-        float, typer.Option(min=1, help="Changes per second the legacy app makes on blue.")
+        float,
+        typer.Option(min=1, help="Write transactions per second the application makes."),
     ] = 300,
 ) -> None:
     """From an empty stack: seed blue, run snapshot, CDC and consumers under a live write
     and read load, cut over, roll back, cut over again, verify, report.
 
     It resets the demo's own state first (blue's legacy_product, green's schemas, the
-    control schema, the slot, the topics). Exit 1 when a read failed or green differs.
+    control schema, the slot, the topics). Exit 1 when a read or a write failed, an
+    acknowledged write was lost, or green differs.
     """
     settings = cli_context(ctx).settings
     tune_for_throughput()
-    with progress("demo", total=7, unit="steps", interval_s=1.0) as reporter:
+    with progress("demo", total=8, unit="steps", interval_s=1.0) as reporter:
         report = run(settings, products, write_rate=write_rate, reporter=reporter)
     if report_path is not None:
         write_report(report, report_path)
@@ -43,5 +45,11 @@ def demo(
     for key, value in report.as_dict().items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     Console(width=120).print(table)
-    if report.failed_reads or report.verify_differences:
+    if (
+        report.failed_reads
+        or report.verify_differences
+        or report.failed_writes
+        or report.lost_writes
+        or report.verify_reverse_differences
+    ):
         raise typer.Exit(1)

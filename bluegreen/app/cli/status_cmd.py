@@ -30,6 +30,15 @@ def _overview(status: Status) -> Table:
     table.add_row(
         "router epoch", str(status.router_epoch if status.router_epoch is not None else "-")
     )
+    writes = status.writes_on or "-"
+    if status.writes_paused:
+        writes += " (PAUSED)"
+    table.add_row(
+        "writes owned by", Text(writes, style="bold green" if writes == "green" else "bold blue")
+    )
+    table.add_row("write epoch", "-" if status.write_epoch is None else str(status.write_epoch))
+    if status.refresh_pending:
+        table.add_row("green refresh", Text("pending (rollback --writes)", style="bold red"))
     lag = status.total_lag
     table.add_row("consumer lag (messages)", "-" if lag is None else f"{lag:,}")
     table.add_row("open dead letters", "-" if status.dlq_open is None else f"{status.dlq_open:,}")
@@ -41,6 +50,12 @@ def _overview(status: Status) -> Table:
         table.add_row("slot active", "yes" if status.slot.active else "no")
     else:
         table.add_row("CDC slot", "none yet")
+    reverse = status.reverse_slot
+    table.add_row(
+        "reverse source lag (bytes)", "n/a" if reverse is None else f"{reverse.lag_bytes:,}"
+    )
+    reverse_lag = status.total_reverse_lag
+    table.add_row("reverse lag (messages)", "n/a" if reverse_lag is None else f"{reverse_lag:,}")
     verification = status.verification
     if verification is None:
         table.add_row("verification", "not run yet")
@@ -115,7 +130,8 @@ def status(
         int, typer.Option(min=0, help="With --watch: stop after N refreshes (0: until Ctrl-C).")
     ] = 0,
 ) -> None:
-    """Phase, where reads go, snapshot tasks, CDC source lag, consumer lag, DLQ, verification."""
+    """Phase, where reads and writes go, snapshot tasks, the lag of both directions (CDC
+    source and consumer), DLQ, verification."""
     settings, domain = cli_context(ctx).settings, cli_context(ctx).domain
     if as_json:
         typer.echo(json.dumps(collect(settings, domain).as_dict(), indent=2, default=str))

@@ -1,20 +1,24 @@
 """`bluegreen demo`: the whole migration on the local stack, with a report.
 
-From an empty stack: seed blue, start CDC and two consumers, keep a write load on
-blue and a read load through the read router, run the snapshot, wait for the
-gates, cut over, roll back, cut over again, verify, and report the figures.
+From an empty stack: seed blue, start CDC and two consumers, keep a write load and
+a read load through the traffic router (as the application's role), run the
+snapshot, wait for the gates, cut over, roll back, cut over again; then, when the
+reverse direction is installed, move writes to green, roll them back and move them
+again under the same load; verify, and report the figures.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bluegreen import control
-from bluegreen.app.demo.load import ReadLoad, WriteLoad
+from bluegreen.app.demo.app_writes import AppWriteLoad, missing
+from bluegreen.app.demo.load import ReadLoad
 from bluegreen.app.demo.services import ServiceProcess
 from bluegreen.core import db
 from bluegreen.core.config import Settings
@@ -23,14 +27,17 @@ from bluegreen.core.kafka import delete_topics
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics, histogram_quantile, scrape_histogram
 from bluegreen.core.progress import Reporter
-from cutover import fence, switch
+from cutover import app_roles, fence, switch, write_rollback, write_switch
 from cutover.verify import verify
+from cutover.verify_reverse import verify_reverse
 from producers.blue_setup import drop_capture
+from producers.reverse.setup import drop_reverse
 from producers.snapshot import service as snapshot
-from schemas.catalog import CATALOG
+from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.seed_load import load_seed
 
 CDC_PORT, CONSUME_PORTS = 19461, (19462, 19472)
+REVERSE_PORTS = (19481, 19482)  # reverse-cdc, reverse-apply
 _SETTLE_S = 5.0
 
 
@@ -53,7 +60,18 @@ class DemoReport:
     failed_reads: int = 0
     reads_by_color: dict[str, int] = field(default_factory=dict)
     blue_changes: int = 0
+    # The write story (None: skipped, the reverse direction is not installed).
+    write_cutover_pause_ms: dict[str, float] | None = None  # p99 and max a write was held
+    write_rollback_pause_ms: dict[str, float] | None = None
+    second_write_cutover_pause_ms: dict[str, float] | None = None
+    writes_total: int = 0
+    writes_by_color: dict[str, int] = field(default_factory=dict)
+    failed_writes: int = 0
+    lost_writes: int = 0  # acknowledged new SKUs missing from blue or green at the end
+    reverse_latency_p50_ms: float | None = None  # green commit -> blue commit
+    reverse_latency_p99_ms: float | None = None
     verify_differences: int = -1
+    verify_reverse_differences: int | None = None  # None: the reverse direction not installed
     verify_seconds: float = 0.0
     final_phase: str = ""
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
@@ -64,9 +82,14 @@ class DemoReport:
 
 
 def reset(settings: Settings) -> None:
-    """Drop what a previous demo left: slot, publication, topics, green and control state."""
+    """Drop what a previous demo left: slots, publications, topics (both directions),
+    green's and blue's sync state, the control state."""
     drop_capture(settings.blue_dsn, settings.cdc)
-    delete_topics(settings.kafka, [settings.kafka.topic, settings.kafka.dlq_topic])
+    drop_reverse(settings)  # green's reverse slot and publication
+    topics = [settings.kafka.topic, settings.kafka.dlq_topic, settings.kafka.reverse_topic]
+    delete_topics(settings.kafka, topics)
+    with db.connect(settings.blue_dsn, autocommit=True) as conn:  # the reverse positions
+        conn.execute("DROP SCHEMA IF EXISTS bluegreen_sync CASCADE")
     with db.connect(settings.green_dsn, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS catalog CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS sync CASCADE")
@@ -107,7 +130,7 @@ class Demo:
         self.report = DemoReport(products=products)
         self.services: list[ServiceProcess] = []
         self.reads: ReadLoad | None = None
-        self.writes: WriteLoad | None = None
+        self.writes: AppWriteLoad | None = None
         self.log = get_logger(component="demo")
         self.baseline: dict[str, str] = {}
 
@@ -120,6 +143,12 @@ class Demo:
         reset(self.settings)
         self.step(f"seeding {self.products:,} blue rows")
         load_seed(self.settings.blue_dsn, self.products, 42, replace=True)
+        CATALOG.create_green(self.settings.green_dsn)
+        assert CATALOG.reverse is not None
+        with db.connect(self.settings.blue_dsn) as conn:  # the application's grants
+            app_roles.grant_app(conn, [(SOURCE.schema, SOURCE.table)], write=True)
+        with db.connect(self.settings.green_dsn) as conn:
+            app_roles.grant_app(conn, list(CATALOG.reverse.tables), write=False)
         self.reporter.advance(1)
 
     def start_services(self) -> None:
@@ -136,9 +165,10 @@ class Demo:
             service.wait_metrics()
         with db.connect(self.settings.control_dsn) as conn:
             control.ensure_schema(conn)
-        self.writes = WriteLoad(self.settings, self.write_rate)
+        skus = _sample_skus(self.settings)
+        self.writes = AppWriteLoad(self.settings, self.write_rate, skus)
         self.writes.start()
-        self.reads = ReadLoad(self.settings, _sample_skus(self.settings))
+        self.reads = ReadLoad(self.settings, skus)
         self.reads.start()
         self.reporter.advance(1)
 
@@ -185,23 +215,70 @@ class Demo:
         self.reporter.advance(1)
         time.sleep(3)
 
+    def write_story(self) -> None:
+        """Writes to green, back, and to green again, under the same load."""
+        log_dir = self.settings.stack.state_dir / "logs"
+        for name, port in zip(("reverse-cdc", "reverse-apply"), REVERSE_PORTS, strict=True):
+            self.services.append(ServiceProcess(self.settings, name, [name], log_dir, port))
+        steps = (
+            ("writes to green", "write_cutover_pause_ms", self._to_green),
+            ("writes back to blue", "write_rollback_pause_ms", self._to_blue),
+            ("writes to green again", "second_write_cutover_pause_ms", self._to_green),
+        )
+        for note, field_name, move in steps:
+            self.step(note)
+            setattr(self.report, field_name, self._held(move))
+        self.reporter.advance(1)
+
+    def _to_green(self) -> write_switch.WriteSwitchReport:
+        return write_switch.cutover_writes(self.settings, CATALOG, timeout_s=300)
+
+    def _to_blue(self) -> write_switch.WriteSwitchReport:
+        return write_rollback.rollback_writes(self.settings, CATALOG)
+
+    def _held(self, move: Callable[[], write_switch.WriteSwitchReport]) -> dict[str, float]:
+        """Run one write switch and let the load run 3 s more; p99 and max of the holds
+        the writers saw (a held write records its hold once released)."""
+        assert self.writes is not None
+        before = len(self.writes.holds.holds)
+        report = move()
+        self.log.info("write switch", **report.as_dict())
+        time.sleep(3)
+        holds = sorted(self.writes.holds.holds[before:]) or [0.0]
+        p99 = holds[min(len(holds) - 1, int(0.99 * len(holds)))]
+        return {"p99": round(p99 * 1000, 1), "max": round(holds[-1] * 1000, 1)}
+
     def verify(self) -> None:
         assert self.writes is not None
-        self.writes.stop.set()
-        self.writes.join(30)
-        self.report.blue_changes = self.writes.changes
+        self.writes.close()
+        self.report.writes_total = self.writes.total
+        self.report.blue_changes = self.writes.changes_by_color.get("blue", 0)
+        self.report.writes_by_color = dict(self.writes.by_color)
+        self.report.failed_writes = self.writes.failed
+        for error in self.writes.errors:
+            self.log.warning("failed write", error=error)
         self.step("final verification")
+        # First: green's last writes reach blue (its fence), then blue's reach green.
+        both = verify_reverse(self.settings, CATALOG)
+        self.report.verify_reverse_differences = len(both.differences) + len(both.unsettled)
+        fence.wait_applied(self.settings, fence.write(self.settings), timeout_s=300)
+        self.report.lost_writes = len(missing(self.settings, self.writes.created))
         verified = verify(self.settings, CATALOG, wait_for=fence.waiter(self.settings, 300))
         self.report.verify_differences = len(verified.differences) + len(verified.unsettled)
         self.report.verify_seconds = round(verified.seconds, 2)
+        consumers = [s for s in self.services if s.name.startswith("consume-")]
         self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = _latency(
-            self.services[1:], self.baseline, "bluegreen_end_to_end_latency_seconds"
+            consumers, self.baseline, "bluegreen_end_to_end_latency_seconds"
         )
         self.report.capture_latency_p50_ms, self.report.capture_latency_p99_ms = _latency(
             self.services[:1], self.baseline, "bluegreen_cdc_commit_to_ack_seconds"
         )
+        reverse = [s for s in self.services if s.name == "reverse-apply"]
+        self.report.reverse_latency_p50_ms, self.report.reverse_latency_p99_ms = _latency(
+            reverse, self.baseline, "bluegreen_reverse_latency_seconds"
+        )
         _, self.report.batch_apply_p99_ms = _latency(
-            self.services[1:], self.baseline, "bluegreen_consumer_batch_apply_seconds"
+            consumers, self.baseline, "bluegreen_consumer_batch_apply_seconds"
         )
         with db.connect(self.settings.control_dsn) as conn:
             self.report.final_phase = control.phase(conn).value
@@ -209,7 +286,7 @@ class Demo:
 
     def shutdown(self) -> None:
         if self.writes is not None:
-            self.writes.stop.set()
+            self.writes.close()
         if self.reads is not None:
             self.reads.stop()
             stats = self.reads.stats
@@ -231,6 +308,7 @@ def run(settings: Settings, products: int, *, write_rate: float, reporter: Repor
         demo.snapshot()
         demo.catch_up()
         demo.cutover_rollback_cutover()
+        demo.write_story()
         demo.verify()
     finally:
         demo.shutdown()

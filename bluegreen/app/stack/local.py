@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
@@ -21,6 +22,7 @@ from bluegreen.app.stack.kafka_broker import KafkaBroker
 from bluegreen.app.stack.postgres import BLUE_SETTINGS, Cluster
 from bluegreen.core.config import StackSettings
 from bluegreen.core.errors import StackError
+from cutover import app_roles
 
 CLUSTERS = ("blue", "green", "control")
 
@@ -65,7 +67,7 @@ class LocalStack:
             port=port,
             bin_dir=self.settings.pg_bin_dir,
             database=name,
-            settings=BLUE_SETTINGS if name == "blue" else {},
+            settings=BLUE_SETTINGS if name in ("blue", "green") else {},
         )
 
     # -- recorded pids -------------------------------------------------------------------------
@@ -109,6 +111,11 @@ class LocalStack:
         self._record(cluster.name, pid)
         cluster.wait_healthy(self.settings.start_timeout_s)
         cluster.ensure_database()
+        if cluster.name in ("blue", "green"):
+            # The application's role (LOGIN, trust on loopback); its grants are given
+            # where its tables are created (the demo, the tests, your deployment).
+            with psycopg.connect(cluster.admin_dsn, autocommit=True, connect_timeout=5) as conn:
+                app_roles.ensure_role(conn)
         return ServiceStatus(
             name=cluster.name,
             address=cluster.dsn,

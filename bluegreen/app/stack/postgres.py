@@ -13,8 +13,10 @@ from psycopg import sql
 from bluegreen.app.stack import processes
 from bluegreen.core.errors import StackError
 
-# blue is the source of logical decoding; every cluster gets room for slots so
-# tests and repair (temporary slots) never run out.
+# blue is the source of logical decoding, and so is green once writes move there
+# (issue 14: green's reverse slot); they get room for slots so tests and repair
+# (temporary slots) never run out. Also passed at every start, so a cluster
+# initialized before a setting was added picks it up at its next start.
 _COMMON_SETTINGS = {
     "max_connections": "200",
     "shared_buffers": "128MB",
@@ -121,7 +123,8 @@ class Cluster:
                     str(self.log_file),
                     # Address and port from the settings of this run, not the ones initdb saw.
                     "-o",
-                    f"-p {self.port} -c listen_addresses={self.host}",
+                    f"-p {self.port} -c listen_addresses={self.host}"
+                    + "".join(f" -c {key}={value}" for key, value in self.settings.items()),
                     "-w",
                     "-t",
                     "60",
