@@ -42,19 +42,7 @@ TRANSIENT = (
 )
 
 
-_UPSERT_POSITION = """
-INSERT INTO sync.apply_position AS a (topic, partition, next_offset, src_lsn, src_ts_ms,
-                                      fence_id, fence_lsn, updated_at)
-VALUES (%(topic)s, %(partition)s, %(next_offset)s, %(src_lsn)s, %(src_ts_ms)s,
-        %(fence_id)s, %(fence_lsn)s, now())
-ON CONFLICT (topic, partition) DO UPDATE SET
-    next_offset = EXCLUDED.next_offset,
-    src_lsn = greatest(a.src_lsn, EXCLUDED.src_lsn),
-    src_ts_ms = greatest(a.src_ts_ms, EXCLUDED.src_ts_ms),
-    fence_id = coalesce(EXCLUDED.fence_id, a.fence_id),
-    fence_lsn = coalesce(EXCLUDED.fence_lsn, a.fence_lsn),
-    updated_at = now()
-"""
+_UPSERT_POSITION = positions.record_statement(positions.APPLY)
 
 
 def create_green(dsn: SecretStr, domain: Domain) -> None:

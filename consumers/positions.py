@@ -135,6 +135,28 @@ ORDER BY partition
 FOR UPDATE
 """)
 
+# A batch's progress on one partition, written in the apply transaction itself (after
+# lock()): next Kafka offset, newest source LSN and commit time, last fence.
+_RECORD = sql.SQL("""
+INSERT INTO {table} AS a (topic, partition, next_offset, src_lsn, src_ts_ms,
+                          fence_id, fence_lsn, updated_at)
+VALUES (%(topic)s, %(partition)s, %(next_offset)s, %(src_lsn)s, %(src_ts_ms)s,
+        %(fence_id)s, %(fence_lsn)s, now())
+ON CONFLICT (topic, partition) DO UPDATE SET
+    next_offset = EXCLUDED.next_offset,
+    src_lsn = greatest(a.src_lsn, EXCLUDED.src_lsn),
+    src_ts_ms = greatest(a.src_ts_ms, EXCLUDED.src_ts_ms),
+    fence_id = coalesce(EXCLUDED.fence_id, a.fence_id),
+    fence_lsn = coalesce(EXCLUDED.fence_lsn, a.fence_lsn),
+    updated_at = now()
+""")
+
+
+def record_statement(table: PositionTable = APPLY) -> sql.Composed:
+    """The upsert of one partition's position (parameters: topic, partition, next_offset,
+    src_lsn, src_ts_ms, fence_id, fence_lsn)."""
+    return _RECORD.format(table=table.name)
+
 
 def claim(
     conn: psycopg.Connection,
