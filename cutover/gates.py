@@ -12,7 +12,8 @@ from bluegreen.core import db
 from bluegreen.core.config import Settings
 from consumers import dlq
 from cutover import fence
-from cutover.verify import VerifyReport, verify
+from cutover.verify import VerifyReport
+from cutover.verify_hold import verify_holding
 from schemas.domain import Domain
 
 
@@ -76,7 +77,7 @@ def verification_clean(
     settings: Settings, domain: Domain, timeout_s: float
 ) -> tuple[Gate, VerifyReport | None]:
     try:
-        report = verify(settings, domain, wait_for=fence.waiter(settings, timeout_s))
+        report = verify_holding(settings, domain, fence.waiter(settings, timeout_s))
     except fence.FenceTimeoutError as exc:
         return Gate("verification clean", False, f"could not verify: {exc}"), None
     record(settings, report)
