@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from bluegreen.core import db
 from bluegreen.core.logs import get_logger
 from bluegreen.core.origins import take_origin
-from consumers import positions
+from consumers import positions, touched
 from consumers.batch import Batch, PartitionProgress
 from schemas.control import FORWARD_ORIGIN
 from schemas.domain import Domain
@@ -49,6 +49,7 @@ def create_green(dsn: SecretStr, domain: Domain) -> None:
     """Green's tables: the domain's, and the engine's positions (both idempotent)."""
     domain.create_green(dsn)
     positions.create_table(dsn)
+    touched.create_table(dsn)
 
 
 class GreenWriter:
@@ -58,6 +59,7 @@ class GreenWriter:
         self._stage = domain.stage
         self._sql = domain.apply
         self._copy_sql = domain.stage.copy()
+        self._touched = touched.record_statement(domain.stage)
         self._conn: psycopg.Connection | None = None
         self.origin: str | None = None  # the replication origin marking our transactions
         self._origin_refused = False
@@ -119,6 +121,7 @@ class GreenWriter:
             if batch.rows:
                 self._copy(conn, batch.rows)
                 self._derive(conn)
+                conn.execute(self._touched)  # for the continuous verifier
             self._positions(conn, batch.progress.items())
             conn.commit()
         except BaseException:
@@ -150,6 +153,7 @@ class GreenWriter:
                         with conn.transaction():  # a savepoint
                             self._copy(conn, rows)
                             self._derive(conn)
+                            conn.execute(self._touched)
                             conn.execute(self._sql.clear)
                     except psycopg.errors.DataError as exc:
                         refused.append((owner, exc))
@@ -205,6 +209,7 @@ class GreenWriter:
                 )
                 for statement in self._sql.after_truncate:
                     conn.execute(statement)
+                conn.execute(touched.RECORD_ALL)  # every key of the partition: a full pass
                 self._positions(conn, [(partition, progress)])
                 conn.execute(
                     "UPDATE sync.apply_position SET floor_lsn = %s, floor_seq = %s "
