@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
-
 import psycopg
 
 from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from consumers import dlq
-from cutover import fence
+from cutover import fence, follow_gate
+from cutover.gate import Gate
 from cutover.verify import VerifyReport
 from cutover.verify_hold import verify_holding
 from schemas.domain import Domain
 
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    ok: bool
-    figure: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = [
+    "Gate",
+    "describe",
+    "dlq_empty",
+    "lag_zero",
+    "lag_zero_at",
+    "record",
+    "refresh_done",
+    "snapshot_done",
+    "verification_clean",
+]
 
 
 def snapshot_done(settings: Settings) -> Gate:
@@ -62,6 +62,11 @@ def dlq_empty(settings: Settings, domain: Domain) -> Gate:
 
 
 def lag_zero(settings: Settings, timeout_s: float) -> Gate:
+    return lag_zero_at(settings, timeout_s)[0]
+
+
+def lag_zero_at(settings: Settings, timeout_s: float) -> tuple[Gate, fence.Fence]:
+    """The lag gate, and the fence it proved applied (the verification gate's point)."""
     written = fence.write(settings)
     progress = fence.wait_applied(settings, written, timeout_s)
     figure = (
@@ -70,17 +75,34 @@ def lag_zero(settings: Settings, timeout_s: float) -> Gate:
     )
     if not progress.done:
         figure += f"; behind: partitions {progress.behind}"
-    return Gate("lag zero end to end", progress.done, figure)
+    return Gate("lag zero end to end", progress.done, figure), written
 
 
 def verification_clean(
-    settings: Settings, domain: Domain, timeout_s: float
+    settings: Settings, domain: Domain, timeout_s: float, at: fence.Fence | None = None
 ) -> tuple[Gate, VerifyReport | None]:
+    """With the continuous verifier running, its watermark must cover the fence `at`
+    with no aggregate different; only the aggregates still moving at the watermark are
+    verified here (``cutover.follow_gate``). Without it: a full verification."""
+    if at is not None:
+        followed = follow_gate.followed(settings, domain, at, timeout_s)
+        if followed is not None:
+            gate, report = followed
+            if report is not None:
+                record(settings, report)
+            return gate, report
     try:
         report = verify_holding(settings, domain, fence.waiter(settings, timeout_s))
     except fence.FenceTimeoutError as exc:
         return Gate("verification clean", False, f"could not verify: {exc}"), None
     record(settings, report)
+    figure = describe(report)
+    if at is not None:
+        figure += "; a full verification: no `bluegreen verify --follow` is running"
+    return Gate("verification clean", report.clean, figure), report
+
+
+def describe(report: VerifyReport) -> str:
     kinds: dict[str, int] = {}
     for difference in report.differences:
         kinds[difference.kind] = kinds.get(difference.kind, 0) + 1
@@ -89,7 +111,7 @@ def verification_clean(
         figure += " (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")"
     if report.unsettled:
         figure += f", {len(report.unsettled)} SKUs still changing"
-    return Gate("verification clean", report.clean, figure), report
+    return figure
 
 
 def record(settings: Settings, report: VerifyReport) -> None:

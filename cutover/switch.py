@@ -54,8 +54,11 @@ class CutoverReport:
 def evaluate(settings: Settings, domain: Domain, timeout_s: float) -> list[gates.Gate]:
     """Every gate, in order, each with its figure (none is skipped: a full picture)."""
     checks = [gates.snapshot_done(settings), gates.dlq_empty(settings, domain)]
-    checks.append(gates.lag_zero(settings, timeout_s))
-    verified, _report = gates.verification_clean(settings, domain, timeout_s)
+    lag, applied = gates.lag_zero_at(settings, timeout_s)
+    checks.append(lag)
+    verified, _report = gates.verification_clean(
+        settings, domain, timeout_s, at=applied if lag.ok else None
+    )
     checks.append(verified)
     return checks
 

@@ -58,8 +58,8 @@ def blue_query(domain: Domain, only: Collection[Any] | None = None) -> sql.Compo
     where: sql.Composable = sql.SQL("")
     if only is not None:
         # A literal: a snapshot's replication connection speaks the simple protocol only.
-        where = sql.SQL("WHERE {} = ANY({})").format(
-            sql.Identifier(source.aggregate_key), sql.Literal(sorted(only))
+        where = sql.SQL("WHERE {}::text = ANY({}::text[])").format(
+            sql.Identifier(source.aggregate_key), sql.Literal(sorted(map(str, only)))
         )
     return sql.SQL("SELECT {} FROM {} {} ORDER BY {}").format(
         source.plain_select(),
@@ -174,7 +174,7 @@ def compare(
     differing: list[Aggregate] = []
     with db.connect(settings.green_dsn, options="-c TimeZone=UTC") as green:
         green.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        params = {"only": sorted(only)} if only is not None else None
+        params = {"only": sorted(map(str, only))} if only is not None else None
         with ExitStack() as stack:
             cursors = []
             for index, table in enumerate(spec.tables):

@@ -74,7 +74,7 @@ def held_round(
 ) -> tuple[VerifyReport, list[Aggregate]]:
     """One round over `keys` with their blue rows locked against updates and deletes."""
     source = domain.source
-    lock = sql.SQL("SELECT 1 FROM {} WHERE {} = ANY(%s) FOR SHARE").format(
+    lock = sql.SQL("SELECT 1 FROM {} WHERE {}::text = ANY(%s::text[]) FOR SHARE").format(
         source.table_sql, sql.Identifier(source.aggregate_key)
     )
     with db.connect(settings.blue_dsn, options="-c DateStyle=ISO -c TimeZone=UTC") as blue:
@@ -82,7 +82,7 @@ def held_round(
             blue.execute(
                 sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT_MS))
             )
-            blue.execute(lock, (sorted(keys),))
+            blue.execute(lock, (sorted(map(str, keys)),))
             row = blue.execute("SELECT pg_current_wal_lsn()::text").fetchone()
             assert row is not None
             held_at = Version(parse_lsn(row[0]), 0)

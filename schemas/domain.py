@@ -79,7 +79,11 @@ class GreenTable:
         restricted to the aggregates in %(only)s."""
         key = sql.Identifier(self.fields[0])
         order = [key] if self.part is None else [key, sql.Identifier(self.fields[self.part])]
-        where = sql.SQL("WHERE {} = ANY(%(only)s)").format(key) if only else sql.SQL("")
+        # Keys travel as text (the verifier's queue holds any domain's keys as text); for a
+        # varchar key the cast is a relabel, and the key's index still serves the lookup.
+        where = (
+            sql.SQL("WHERE {}::text = ANY(%(only)s::text[])").format(key) if only else sql.SQL("")
+        )
         return sql.SQL("SELECT {}, {} FROM {} {} ORDER BY {}").format(
             sql.SQL(", ").join(map(sql.Identifier, self.fields)),
             sql.Identifier(self.version),

@@ -182,6 +182,7 @@ class Metrics:
             "version: `bluegreen dlq replay` skips them; they do not block a cutover.",
             registry=r,
         )
+        self.verification = _verify_metrics(r)
         self.consumer_apply_retries = Counter(
             "bluegreen_consumer_apply_retries_total",
             "Batches retried after a transient green failure (connection, deadlock).",
@@ -253,6 +254,49 @@ def _capture_metrics(
             f"Seconds from a transaction's commit on {color} to the broker's ack of its last "
             "event.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class VerifyMetrics:
+    """The continuous verifier's families (`bluegreen verify --follow`)."""
+
+    keys_verified: Counter
+    keys_pending: Gauge
+    differences: Gauge
+    watermark_age_seconds: Gauge
+    full_pass_rows_per_second: Gauge
+
+
+def _verify_metrics(r: CollectorRegistry) -> VerifyMetrics:
+    return VerifyMetrics(
+        keys_verified=Counter(
+            "bluegreen_verify_keys_verified_total",
+            "Aggregates compared with transform(blue): full passes and re-verified keys.",
+            registry=r,
+        ),
+        keys_pending=Gauge(
+            "bluegreen_verify_keys_pending",
+            "Aggregates awaiting re-verification: changed since the watermark (queued by "
+            "the applier) or still moving at the last one.",
+            registry=r,
+        ),
+        differences=Gauge(
+            "bluegreen_verify_differences",
+            "Aggregates green holds differently from transform(blue) at the watermark.",
+            registry=r,
+        ),
+        watermark_age_seconds=Gauge(
+            "bluegreen_verify_watermark_age_seconds",
+            "Seconds since the blue snapshot the watermark stands for: how stale the "
+            "proof that green equals transform(blue) is.",
+            registry=r,
+        ),
+        full_pass_rows_per_second=Gauge(
+            "bluegreen_verify_full_pass_rows_per_second",
+            "Blue rows per second of the last full verification pass.",
             registry=r,
         ),
     )

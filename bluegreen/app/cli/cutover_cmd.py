@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bluegreen import control
-from bluegreen.app.cli import write_switch_cmd
+from bluegreen.app.cli import follow_cmd, write_switch_cmd
 from bluegreen.app.cli.context import cli_context
 from bluegreen.core import db, kafka
 from bluegreen.core.metrics import Metrics
@@ -80,13 +80,31 @@ def verify_cmd(
             "(writes on green: a fence through reverse-cdc and reverse-apply).",
         ),
     ] = "forward",
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Run as a service: one full pass, then re-verify exactly the keys the "
+            "change stream touches, keeping a watermark the cutover gate reads.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", help="--follow: seconds between cycles.")
+    ] = 0.5,
+    metrics_port: Annotated[
+        int, typer.Option(help="--follow: port of /metrics (0: any free port, -1: off).")
+    ] = 9467,
 ) -> None:
     """Compare transform(blue) with green, every key; list exactly the keys that differ.
 
     With CDC and the consumer running (the default), a fence proves green holds every
-    blue change up to the snapshot compared. Exit 1 when differences remain.
+    blue change up to the snapshot compared. Exit 1 when differences remain. With
+    --follow it keeps verifying until SIGTERM/SIGINT (see the README, Verification).
     """
     settings, domain = cli_context(ctx).settings, cli_context(ctx).domain
+    if follow:
+        follow_cmd.follow(settings, domain, interval_s=interval, metrics_port=metrics_port)
+        return
     console = Console(width=160)
     if direction not in ("forward", "reverse"):
         raise typer.BadParameter("forward or reverse", param_hint="--direction")

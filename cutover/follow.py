@@ -1,0 +1,279 @@
+"""Continuous verification (`bluegreen verify --follow`): verify everything once, then
+exactly the aggregates the change stream touches, as they are applied.
+
+A long-lived service of its own rather than a mode of the consumer: it reads blue (a
+snapshot per cycle) and both sides' rows, work the apply path must not wait for, and
+it is stopped, restarted or left out without touching the pipeline. The applier's
+only part is cheap: one row of touched keys per batch (``consumers.touched``).
+
+The watermark, the mechanism behind the cutover gate in seconds. One cycle:
+
+1. take a consistent snapshot of blue at LSN ``S`` (a temporary slot's, as verify's);
+2. wait until green applied a fence written after ``S`` on every partition: green now
+   holds every blue change before ``S``, and the queue names every aggregate those
+   changes touched since the last cycle;
+3. read the queue; re-verify those aggregates, plus the ones still moving or different
+   at the last watermark, against blue at ``S``;
+4. in one green transaction, delete exactly the queue rows read and record watermark
+   ``S`` with the aggregates still moving (green holds a version past ``S``) and the
+   ones that differ.
+
+So at watermark ``S`` every aggregate is verified equal to transform(blue) at ``S``,
+except the listed ones: one not re-verified was not touched since it last was. A key
+changed in green outside the pipeline (a bug, a hand edit) is not in the queue; the
+sweep finds it: each cycle also re-verifies the next slice of the key space, so the
+whole catalog is compared again every few minutes at most (``sweep_keys`` a cycle).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bluegreen.core import db
+from bluegreen.core.config import Settings
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import VerifyMetrics
+from bluegreen.core.retry import one_line
+from consumers import touched
+from cutover import fence, follow_state
+from cutover.differences import VerifyReport
+from cutover.verify import blue_aggregates, blue_query, classify, compare, verify
+from producers.snapshot.reader import BlueSnapshot
+from schemas.domain import Domain
+
+_SAMPLE = 100  # differences kept in the state, as a sample
+
+
+@dataclass
+class CycleReport:
+    watermark_lsn: int
+    rechecked: int  # aggregates re-verified
+    swept: int  # aggregates of the sweep's slice
+    pending: int
+    differing: int
+    seconds: float
+    full_pass: bool = False
+    keys: frozenset[str] = frozenset()  # what a cycle re-verified (not a full pass's)
+
+
+class Follower:
+    def __init__(
+        self,
+        settings: Settings,
+        domain: Domain,
+        metrics: VerifyMetrics,
+        *,
+        interval_s: float = 0.5,
+        max_keys: int = 20_000,
+        sweep_keys: int = 2_000,
+        fence_timeout_s: float = 120.0,
+    ) -> None:
+        self.settings, self.domain, self.metrics = settings, domain, metrics
+        self.interval_s, self.max_keys, self.sweep_keys = interval_s, max_keys, sweep_keys
+        self.fence_timeout_s = fence_timeout_s
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.stop = threading.Event()
+        self.log = get_logger(service="verify-follow")
+        self._tables = False
+        self._sweep_after: str | None = None  # the sweep's position in key order
+        self._watermark_at = time.time()
+        metrics.watermark_age_seconds.set_function(lambda: time.time() - self._watermark_at)
+
+    def run(self) -> None:
+        """Cycle until stopped. A failed cycle (blue, green or Kafka away, a fence late)
+        records nothing: the queue rows stay, the watermark stays; it is logged in one
+        line and the next cycle, after a backoff, starts over."""
+        backoff = self.interval_s
+        resumed = False
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                if not resumed:
+                    self._resume()
+                    resumed = True
+                self.cycle()
+                backoff = self.interval_s
+            except (psycopg.Error, BluegreenError) as exc:
+                self.log.warning(
+                    "verification cycle failed; retrying",
+                    cause=one_line(exc),
+                    retry_in_s=round(backoff, 1),
+                )
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            self.stop.wait(max(0.0, self.interval_s - (time.monotonic() - started)))
+
+    def _ensure_tables(self) -> None:
+        if not self._tables:
+            touched.create_table(self.settings.green_dsn)
+            follow_state.create_table(self.settings.green_dsn)
+            self._tables = True
+
+    def _resume(self) -> None:
+        self._ensure_tables()
+        with db.connect(self.settings.green_dsn, autocommit=True) as conn:
+            state = follow_state.read(conn)
+        if state is not None:
+            self._watermark_at = state.watermark_at.timestamp()
+            self.log.info("resuming", watermark_lsn=state.watermark_lsn, pending=len(state.pending))
+
+    def full_pass(self) -> CycleReport:
+        """Verify every aggregate; the queue rows committed before it are covered by it."""
+        started = time.monotonic()
+        self._ensure_tables()
+        with db.connect(self.settings.green_dsn, autocommit=True) as conn:
+            touched.clear_through(conn)
+        taken_at = datetime.now(UTC)
+        report = verify(
+            self.settings, self.domain, wait_for=fence.waiter(self.settings, self.fence_timeout_s)
+        )
+        with db.connect(self.settings.green_dsn) as conn:
+            follow_state.write(
+                conn,
+                **self._outcome(report, taken_at),
+                verified=report.skus,
+                follower=self.name,
+                full_pass=(report.skus, report.seconds, report.products + report.listings),
+            )
+            conn.commit()
+        rows_per_s = report.skus / report.seconds if report.seconds else 0.0
+        self.metrics.full_pass_rows_per_second.set(rows_per_s)
+        self.log.info(
+            "full pass",
+            skus=report.skus,
+            seconds=round(report.seconds, 2),
+            skus_per_second=round(rows_per_s),
+            differing=len(report.differences),
+            pending=len(report.unsettled),
+        )
+        return self._observe(report, started, taken_at, rechecked=report.skus, swept=0, full=True)
+
+    def cycle(self) -> CycleReport:
+        started = time.monotonic()
+        self._ensure_tables()
+        with db.connect(self.settings.green_dsn, autocommit=True) as conn:
+            state = follow_state.read(conn)
+        if state is None:
+            return self.full_pass()
+        snapshot = BlueSnapshot(
+            self.settings.blue_dsn,
+            self.domain.source,
+            create_timeout_s=self.settings.snapshot.slot_create_timeout_s,
+        )
+        try:
+            taken_at = datetime.now(UTC)
+            version = snapshot.version
+            fence.waiter(self.settings, self.fence_timeout_s)(version.lsn)
+            with db.connect(self.settings.green_dsn, autocommit=True) as conn:
+                ids, queued, left = touched.read(conn, limit=self.max_keys)
+                sweep = self._sweep_slice(conn, snapshot)
+            if queued is None or left or len(queued) > self.max_keys:
+                # A TRUNCATE, or more than a recheck is worth (the snapshot's backlog):
+                # every row must be read for the watermark to hold, so verify everything.
+                snapshot.close()
+                return self.full_pass()
+            rechecked = queued | set(state.pending) | set(state.differing)
+            keys = rechecked | set(sweep)
+            report = self._compare(snapshot, keys, version)
+        finally:
+            snapshot.close()
+        with db.connect(self.settings.green_dsn) as conn:
+            touched.delete(conn, ids)
+            follow_state.write(
+                conn, **self._outcome(report, taken_at), verified=len(keys), follower=self.name
+            )
+            conn.commit()
+        done = self._observe(report, started, taken_at, rechecked=len(rechecked), swept=len(sweep))
+        done.keys = frozenset(keys)
+        return done
+
+    def _compare(self, snapshot: BlueSnapshot, keys: Collection[str], version: Any) -> VerifyReport:
+        if not keys:
+            return VerifyReport(snapshot_lsn=version.lsn)
+        blue = blue_aggregates(snapshot.stream(blue_query(self.domain, keys)), self.domain)
+        report, differing = compare(self.settings, self.domain, blue, version, only=keys)
+        classify(report, differing, self.domain)
+        return report
+
+    def _sweep_slice(self, green: Any, snapshot: BlueSnapshot) -> list[str]:
+        """The aggregates of the next slice of the key space, wrapping at the end: the
+        next `sweep_keys` keys of green's first table, and blue's keys in the same range
+        (so an aggregate green lost is swept too). Keys compare in the C collation."""
+        if self.sweep_keys <= 0:
+            return []
+        table = self.domain.verify.tables[0]
+        lo = self._sweep_after or ""
+        query = sql.SQL(
+            'SELECT {key}::text COLLATE "C" AS k FROM {table} WHERE {key}::text COLLATE "C" > %s '
+            "ORDER BY 1 LIMIT %s"
+        ).format(
+            key=sql.Identifier(table.fields[0]), table=sql.Identifier(table.schema, table.table)
+        )
+        found = [str(r[0]) for r in green.execute(query, (lo, self.sweep_keys)).fetchall()]
+        hi = found[-1] if len(found) == self.sweep_keys else None
+        blue_key = sql.Identifier(self.domain.source.aggregate_key)
+        where = sql.SQL('{k}::text COLLATE "C" > {lo}').format(k=blue_key, lo=sql.Literal(lo))
+        if hi is not None:
+            where = sql.SQL('{w} AND {k}::text COLLATE "C" <= {hi}').format(
+                w=where, k=blue_key, hi=sql.Literal(hi)
+            )
+        blue = snapshot.stream(
+            sql.SQL("SELECT DISTINCT {k}::text FROM {t} WHERE {w}").format(
+                k=blue_key, t=self.domain.source.table_sql, w=where
+            )
+        )
+        self._sweep_after = hi
+        return sorted(set(found) | {str(r[0]) for r in blue})
+
+    def _outcome(self, report: VerifyReport, taken_at: datetime) -> dict[str, Any]:
+        differences = report.differences
+        return {
+            "watermark_lsn": report.snapshot_lsn,
+            "watermark_at": taken_at,
+            "pending": sorted(report.unsettled),
+            "differing": sorted({d.sku for d in differences}),
+            "differences": [d.__dict__ for d in differences[:_SAMPLE]],
+        }
+
+    def _observe(
+        self,
+        report: VerifyReport,
+        started: float,
+        taken_at: datetime,
+        *,
+        rechecked: int,
+        swept: int,
+        full: bool = False,
+    ) -> CycleReport:
+        done = CycleReport(
+            watermark_lsn=report.snapshot_lsn,
+            rechecked=rechecked,
+            swept=swept,
+            pending=len(report.unsettled),
+            differing=len({d.sku for d in report.differences}),
+            seconds=time.monotonic() - started,
+            full_pass=full,
+        )
+        self._watermark_at = taken_at.timestamp()
+        self.metrics.keys_verified.inc(rechecked + swept)
+        self.metrics.keys_pending.set(done.pending)
+        self.metrics.differences.set(done.differing)
+        if done.differing:
+            self.log.warning(
+                "green differs",
+                aggregates=done.differing,
+                sample=[d.sku for d in report.differences[:5]],
+            )
+        return done
