@@ -39,6 +39,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bluegreen import control
+from bluegreen.control import WriteRoute
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
@@ -67,6 +69,19 @@ class CycleReport:
     keys: frozenset[str] = frozenset()  # what a cycle re-verified (not a full pass's)
 
 
+def recheck(
+    settings: Settings, domain: Domain, snapshot: BlueSnapshot, keys: Collection[str]
+) -> VerifyReport:
+    """Verify `keys` against blue at `snapshot` (green must hold every change before it),
+    differences and moving aggregates classified."""
+    if not keys:
+        return VerifyReport(snapshot_lsn=snapshot.version.lsn)
+    blue = blue_aggregates(snapshot.stream(blue_query(domain, keys)), domain)
+    report, differing = compare(settings, domain, blue, snapshot.version, only=keys)
+    classify(report, differing, domain)
+    return report
+
+
 class Follower:
     def __init__(
         self,
@@ -74,7 +89,7 @@ class Follower:
         domain: Domain,
         metrics: VerifyMetrics,
         *,
-        interval_s: float = 0.5,
+        interval_s: float = 1.0,
         max_keys: int = 20_000,
         sweep_keys: int = 2_000,
         fence_timeout_s: float = 120.0,
@@ -86,6 +101,7 @@ class Follower:
         self.stop = threading.Event()
         self.log = get_logger(service="verify-follow")
         self._tables = False
+        self._paused = False
         self._sweep_after: str | None = None  # the sweep's position in key order
         self._watermark_at = time.time()
         metrics.watermark_age_seconds.set_function(lambda: time.time() - self._watermark_at)
@@ -167,6 +183,9 @@ class Follower:
             state = follow_state.read(conn)
         if state is None:
             return self.full_pass()
+        route = self._writes_on_blue()
+        if route is None:
+            return CycleReport(state.watermark_lsn, 0, 0, len(state.pending), 0, 0.0)
         snapshot = BlueSnapshot(
             self.settings.blue_dsn,
             self.domain.source,
@@ -186,9 +205,13 @@ class Follower:
                 return self.full_pass()
             rechecked = queued | set(state.pending) | set(state.differing)
             keys = rechecked | set(sweep)
-            report = self._compare(snapshot, keys, version)
+            report = recheck(self.settings, self.domain, snapshot, keys)
         finally:
             snapshot.close()
+        if self._writes_on_blue() != route:
+            # Writes moved while we compared: green may hold changes made on green that
+            # blue has not yet (no version marks them); judge nothing of this cycle.
+            return CycleReport(state.watermark_lsn, 0, 0, len(state.pending), 0, 0.0)
         with db.connect(self.settings.green_dsn) as conn:
             touched.delete(conn, ids)
             follow_state.write(
@@ -199,13 +222,23 @@ class Follower:
         done.keys = frozenset(keys)
         return done
 
-    def _compare(self, snapshot: BlueSnapshot, keys: Collection[str], version: Any) -> VerifyReport:
-        if not keys:
-            return VerifyReport(snapshot_lsn=version.lsn)
-        blue = blue_aggregates(snapshot.stream(blue_query(self.domain, keys)), self.domain)
-        report, differing = compare(self.settings, self.domain, blue, version, only=keys)
-        classify(report, differing, self.domain)
-        return report
+    def _writes_on_blue(self) -> WriteRoute | None:
+        """The write route while blue owns writes unpaused, else None. Forward verification
+        compares green with transform(blue) by the versions blue's changes carry; a write
+        made on green carries none, so while green owns writes (or they are moving) the
+        verifier pauses. Keys written on green are re-snapshotted from blue when writes
+        come back (`bluegreen rollback --writes`), and so reach the queue."""
+        with db.connect(self.settings.control_dsn, autocommit=True) as conn:
+            route = control.write_route(conn) if control.migration_exists(conn) else None
+        if route is None:
+            return WriteRoute("blue", 0, False, 0)  # no write router yet: writes are on blue
+        if route.color != "blue" or route.paused:
+            if not self._paused:
+                self.log.info("writes are not on blue: forward verification paused")
+            self._paused = True
+            return None
+        self._paused = False
+        return route
 
     def _sweep_slice(self, green: Any, snapshot: BlueSnapshot) -> list[str]:
         """The aggregates of the next slice of the key space, wrapping at the end: the

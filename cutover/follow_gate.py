@@ -1,12 +1,23 @@
-"""The verification gate in seconds: the continuous verifier's watermark covers the fence.
+"""The verification gate in seconds: the continuous verifier's watermark, and only the
+aggregates changed since it.
 
-The lag gate proved green applied fence ``F``. When a verifier (``cutover.follow``) is
-running on this green — its heartbeat is fresh — the gate waits for a watermark at or
-past ``F``: every aggregate is then verified equal at a blue snapshot taken after ``F``,
-except the ones the state lists. Any aggregate listed as different fails the gate.
-The ones still moving at the watermark are verified here, and only they, with blue's
-writers held off them if they keep moving (``cutover.verify_hold``). The cost no longer
-grows with the catalog: it is a watermark read and a handful of aggregates.
+The continuous verifier (``cutover.follow``) keeps, in green, a watermark ``W`` with
+the aggregates still moving or different at it, and consumes the applier's queue of
+touched aggregates in the same transactions. So at any moment, every aggregate is
+verified equal to transform(blue) at ``W`` or is named by the state or the queue.
+The gate builds on that:
+
+1. take a blue snapshot ``S`` after the lag gate's fence, and wait until green
+   applied a fence written after ``S``;
+2. read the verifier's state and the queue in one REPEATABLE READ transaction (the
+   verifier deletes queue rows and moves the watermark atomically, so the pair is
+   consistent whatever it does meanwhile);
+3. re-verify exactly the aggregates named there against ``S``; those still moving
+   are judged with blue's writers held off them (``cutover.verify_hold``).
+
+The cost no longer grows with the catalog: it follows the changes since the last
+cycle. Without a verifier that ran recently (its heartbeat), or with more queued
+than a recheck is worth, the caller falls back to a full verification.
 """
 
 from __future__ import annotations
@@ -15,66 +26,67 @@ import time
 
 from bluegreen.core import db
 from bluegreen.core.config import Settings
+from consumers import touched
 from cutover import fence, follow_state
 from cutover.differences import VerifyReport
-from cutover.follow_state import FollowState
+from cutover.follow import recheck
 from cutover.gate import Gate
+from cutover.verify import keep_figures
 from cutover.verify_hold import verify_holding
+from producers.snapshot.reader import BlueSnapshot
 from schemas.domain import Domain
+from schemas.lsn import format_lsn
 
-FRESH_S = 15.0  # a verifier whose heartbeat is older is not running (or stuck in a full pass)
-COVER_WAIT_S = 10.0  # at most this long for the watermark to pass the fence
+FRESH_S = 60.0  # a verifier silent for longer is not running (a full pass beats on finish)
+MAX_KEYS = 20_000  # more changed aggregates than this: a full verification is cheaper
 
 
 def followed(
     settings: Settings, domain: Domain, at: fence.Fence, timeout_s: float
-) -> tuple[Gate, VerifyReport | None] | None:
+) -> tuple[Gate, VerifyReport] | None:
     """The gate from the verifier's state; None when no verifier is running."""
     name = "verification clean"
     started = time.monotonic()
-    state = _state(settings)
+    with db.connect(settings.green_dsn, autocommit=True) as conn:
+        state = follow_state.read(conn)
     if state is None or state.heartbeat_age_s > FRESH_S:
         return None
-    deadline = started + min(timeout_s, COVER_WAIT_S)
-    while state.watermark_lsn < at.lsn:
-        if time.monotonic() > deadline:
-            figure = (
-                f"the continuous verifier's watermark did not reach fence {at.fence_id} within "
-                f"{COVER_WAIT_S:.0f}s (it stands {state.watermark_age_s:.1f}s old)"
-            )
-            return Gate(name, False, figure), None
-        time.sleep(0.05)
-        current = _state(settings)
-        if current is None:
+    snapshot = BlueSnapshot(
+        settings.blue_dsn, domain.source, create_timeout_s=settings.snapshot.slot_create_timeout_s
+    )
+    try:
+        assert snapshot.version.lsn >= at.lsn  # taken after the lag gate's fence
+        fence.waiter(settings, timeout_s)(snapshot.version.lsn)
+        with db.connect(settings.green_dsn) as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            current = follow_state.read(conn)
+            _ids, queued, left = touched.read(conn, limit=MAX_KEYS)
+            conn.rollback()
+        if current is None or queued is None or left or len(queued) > MAX_KEYS:
             return None
-        state = current
-    covered = f"watermark covers fence {at.fence_id} (age {state.watermark_age_s:.1f}s)"
-    if state.differing:
-        sample = ", ".join(state.differing[:10])
-        figure = f"{covered}; {len(state.differing)} SKUs differ: {sample}"
-        return Gate(name, False, figure), None
-    report = VerifyReport(snapshot_lsn=state.watermark_lsn, skus=state.full_pass_skus)
-    moving = ""
-    if state.pending:
-        checked = time.monotonic()
+        keys = queued | set(current.pending) | set(current.differing)
+        report = recheck(settings, domain, snapshot, keys)
+    finally:
+        snapshot.close()
+    held = ""
+    if report.unsettled:
+        moving = len(report.unsettled)
         report = verify_holding(
-            settings, domain, fence.waiter(settings, timeout_s), only=state.pending
+            settings, domain, fence.waiter(settings, timeout_s), only=report.unsettled
         )
-        moving = (
-            f"; {len(state.pending)} SKUs moving at it re-verified in "
-            f"{time.monotonic() - checked:.2f}s: {len(report.differences)} differences"
-        )
-        if report.unsettled:
-            moving += f", {len(report.unsettled)} still changing"
-        report.skus = state.full_pass_skus
+        held = f", {moving} still moving judged with their writers held"
+    whole = VerifyReport(snapshot_lsn=current.watermark_lsn, skus=current.full_pass_skus)
+    keep_figures(report, whole)
     report.seconds = time.monotonic() - started
     figure = (
-        f"{covered}, 0 SKUs differ{moving} (continuous verification, last full pass "
-        f"{state.full_pass_skus:,} SKUs)"
+        f"{len(report.differences)} differences: watermark {format_lsn(current.watermark_lsn)} "
+        f"({current.watermark_age_s:.1f}s old) and the {len(keys)} SKUs changed or listed "
+        f"since, re-verified at {format_lsn(snapshot.version.lsn)} past fence {at.fence_id}"
+        f"{held}, in {report.seconds:.2f}s (continuous verification; last full pass "
+        f"{current.full_pass_skus:,} SKUs)"
     )
+    if report.differences:
+        figure += "; SKUs differ: " + ", ".join(sorted({d.sku for d in report.differences})[:10])
+    if report.unsettled:
+        figure += f"; {len(report.unsettled)} SKUs still changing"
     return Gate(name, report.clean, figure), report
-
-
-def _state(settings: Settings) -> FollowState | None:
-    with db.connect(settings.green_dsn, autocommit=True) as conn:
-        return follow_state.read(conn)

@@ -85,12 +85,13 @@ def verification_clean(
     with no aggregate different; only the aggregates still moving at the watermark are
     verified here (``cutover.follow_gate``). Without it: a full verification."""
     if at is not None:
-        followed = follow_gate.followed(settings, domain, at, timeout_s)
+        try:
+            followed = follow_gate.followed(settings, domain, at, timeout_s)
+        except fence.FenceTimeoutError as exc:
+            return Gate("verification clean", False, f"could not verify: {exc}"), None
         if followed is not None:
-            gate, report = followed
-            if report is not None:
-                record(settings, report)
-            return gate, report
+            record(settings, followed[1])
+            return followed
     try:
         report = verify_holding(settings, domain, fence.waiter(settings, timeout_s))
     except fence.FenceTimeoutError as exc:

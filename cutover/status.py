@@ -17,9 +17,11 @@ from bluegreen import control
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.kafka import make_admin, make_consumer, topic_ends
-from consumers import dlq
+from consumers import dlq, touched
+from cutover import follow_gate, follow_state
 from producers.blue_setup import SlotHealth, slot_health
 from schemas.domain import Domain
+from schemas.lsn import format_lsn
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Status:
     dlq_open: int | None = None  # not replayed, superseded ones aside
     dlq_superseded: int | None = None  # not replayed, but green holds newer versions
     verification: dict[str, Any] | None = None
+    # The continuous verifier (`verify --follow`): its watermark and what it lists.
+    following: dict[str, Any] | None = None
     audit: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -81,7 +85,28 @@ def collect(settings: Settings, domain: Domain) -> Status:
     _part(status, "kafka", lambda: _kafka(settings, status))
     _part(status, "dead letters", lambda: _dead_letters(settings, domain, status))
     _part(status, "reverse direction", lambda: _reverse(settings, status))
+    _part(status, "continuous verification", lambda: _following(settings, status))
     return status
+
+
+def _following(settings: Settings, status: Status) -> None:
+    with db.connect(settings.green_dsn, autocommit=True, connect_timeout=5) as conn:
+        state = follow_state.read(conn)
+        backlog = touched.backlog(conn) if state is not None else 0
+    if state is None:
+        return
+    status.following = {
+        "watermark_lsn": format_lsn(state.watermark_lsn),
+        "watermark_age_s": round(state.watermark_age_s, 1),
+        "running": state.heartbeat_age_s <= follow_gate.FRESH_S,
+        "differing": len(state.differing),
+        "differing_sample": state.differing[:10],
+        "pending": len(state.pending),
+        "queued_batches": backlog,
+        "keys_verified": state.keys_verified,
+        "full_pass_skus": state.full_pass_skus,
+        "full_pass_seconds": round(state.full_pass_seconds, 2),
+    }
 
 
 def _part(status: Status, name: str, collect_part: Any) -> None:

@@ -13,7 +13,7 @@ from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.metrics import Metrics
 from consumers import touched
-from cutover import follow_state, switch
+from cutover import follow_state, status, switch
 from cutover.follow import Follower
 from schemas.catalog import CATALOG
 from schemas.lsn import parse_lsn
@@ -82,7 +82,7 @@ def test_the_gate_passes_on_the_watermark_in_seconds(pipeline: Settings) -> None
         seconds = time.monotonic() - started
     verified = gate(report, "verification clean")
     assert verified.ok, verified.figure
-    assert "watermark covers fence" in verified.figure, verified.figure
+    assert "(continuous verification" in verified.figure, verified.figure
     assert report.passed and seconds < 30
 
 
@@ -103,6 +103,8 @@ def test_a_corruption_of_green_is_found_by_the_sweep_and_blocks_cutover(
             what="the verifier to find the corruption",
         )
         found_s = time.monotonic() - started
+        shown = status.collect(pipeline, CATALOG).following
+        assert shown is not None and shown["running"] and shown["differing"] == 1
         with pytest.raises(switch.CutoverRefusedError, match=f"SKUs differ: {corrupted[0]}"):
             switch.cutover(pipeline, CATALOG, timeout_s=30)
     assert found_s < 30

@@ -90,7 +90,7 @@ def verify_cmd(
     ] = False,
     interval: Annotated[
         float, typer.Option("--interval", help="--follow: seconds between cycles.")
-    ] = 0.5,
+    ] = 1.0,
     metrics_port: Annotated[
         int, typer.Option(help="--follow: port of /metrics (0: any free port, -1: off).")
     ] = 9467,

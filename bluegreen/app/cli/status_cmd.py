@@ -62,6 +62,17 @@ def _overview(status: Status) -> Table:
     else:
         verdict = "clean" if verification["clean"] else f"{verification['differences']} differences"
         table.add_row("verification", f"{verdict} ({verification['at']:%H:%M:%S})")
+    following = status.following
+    if following is None:
+        table.add_row("continuous verification", "not running (`bluegreen verify --follow`)")
+    else:
+        state = "running" if following["running"] else "STOPPED (heartbeat stale)"
+        table.add_row(
+            "continuous verification",
+            f"{state}: watermark {following['watermark_age_s']}s old, "
+            f"{following['differing']} SKUs differ, {following['pending']} moving, "
+            f"{following['queued_batches']} batches queued",
+        )
     return table
 
 

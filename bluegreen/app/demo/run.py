@@ -27,7 +27,7 @@ from bluegreen.core.kafka import delete_topics
 from bluegreen.core.logs import get_logger
 from bluegreen.core.metrics import Metrics, histogram_quantile, scrape_histogram
 from bluegreen.core.progress import Reporter
-from cutover import app_roles, fence, switch, write_rollback, write_switch
+from cutover import app_roles, fence, follow_state, switch, write_rollback, write_switch
 from cutover.verify import verify
 from cutover.verify_reverse import verify_reverse
 from producers.blue_setup import drop_capture
@@ -38,6 +38,7 @@ from schemas.catalog.seed_load import load_seed
 
 CDC_PORT, CONSUME_PORTS = 19461, (19462, 19472)
 REVERSE_PORTS = (19481, 19482)  # reverse-cdc, reverse-apply
+FOLLOW_PORT = 19483  # verify --follow
 _SETTLE_S = 5.0
 
 
@@ -52,7 +53,10 @@ class DemoReport:
     capture_latency_p50_ms: float | None = None
     capture_latency_p99_ms: float | None = None
     batch_apply_p99_ms: float | None = None
+    follow_full_pass_seconds: float = 0.0  # the continuous verifier's first full pass
+    follow_full_pass_skus_per_second: float = 0.0
     cutover_gates_seconds: float = 0.0
+    second_cutover_gates_seconds: float = 0.0
     cutover_switch_ms: float = 0.0
     rollback_switch_ms: float = 0.0
     second_cutover_switch_ms: float = 0.0
@@ -190,12 +194,33 @@ class Demo:
         self.report.catch_up_seconds = round(time.monotonic() - started, 2)
         for service in self.services:
             service.check()
+        self.follow()
         # Latency figures are for the live stream once caught up, not the snapshot's backlog:
         # the consumers record a batch's latencies after its commit, so let the batches that
         # carried the backlog be recorded before the baseline is taken.
         time.sleep(_SETTLE_S)
         self.baseline = {s.name: s.metrics() for s in self.services}
         self.reporter.advance(1)
+
+    def follow(self) -> None:
+        """Start the continuous verifier and wait for its first full pass: from then on
+        the cutover's verification gate reads its watermark."""
+        self.step("continuous verification: the first full pass")
+        log_dir = self.settings.stack.state_dir / "logs"
+        follower = ServiceProcess(
+            self.settings, "verify-follow", ["verify", "--follow"], log_dir, FOLLOW_PORT
+        )
+        self.services.append(follower)
+        deadline = time.monotonic() + 1800
+        while (state := _follow_state(self.settings)) is None:
+            follower.check()
+            if time.monotonic() > deadline:
+                raise BluegreenError("the continuous verifier never finished its full pass")
+            time.sleep(0.5)
+        self.report.follow_full_pass_seconds = round(state.full_pass_seconds, 2)
+        if state.full_pass_seconds:
+            rate = state.full_pass_skus / state.full_pass_seconds
+            self.report.follow_full_pass_skus_per_second = round(rate)
 
     def cutover_rollback_cutover(self) -> None:
         assert self.reads is not None
@@ -211,6 +236,7 @@ class Demo:
         time.sleep(3)
         self.step("cutover again")
         second = _cutover_until_ready(self.settings, attempts=10, timeout_s=300)
+        self.report.second_cutover_gates_seconds = round(second.seconds, 2)
         self.report.second_cutover_switch_ms = round(_observed(self.reads, second.router), 1)
         self.reporter.advance(1)
         time.sleep(3)
@@ -314,6 +340,11 @@ def run(settings: Settings, products: int, *, write_rate: float, reporter: Repor
         demo.shutdown()
     demo.report.total_seconds = round(time.monotonic() - started, 1)
     return demo.report
+
+
+def _follow_state(settings: Settings) -> follow_state.FollowState | None:
+    with db.connect(settings.green_dsn, autocommit=True) as conn:
+        return follow_state.read(conn)
 
 
 def _wait_for_slot(settings: Settings, timeout_s: float = 60.0) -> None:
