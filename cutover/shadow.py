@@ -1,0 +1,236 @@
+"""Shadowed reads: a sample of the router's keyed reads mirrored to the other color in
+the background, and the two answers compared through the transform.
+
+The caller's read (``TrafficRouter.read``) offers its key and answer here and returns;
+one comparer thread reads the same aggregate on the other color, compares
+(``cutover.shadow_compare``) and counts. A difference is read again on both colors
+(``shadow.recheck_attempts`` times, ``recheck_delay_s`` apart) before it counts: green
+trails blue by the replication lag, and a read that raced a change is not a mismatch.
+A mismatch is logged as one line (key, tables and fields; values unless masked). The
+counts go to the control database about once a second (``control.record_shadow_counts``)
+for the cutover gate in another process, and to Prometheus when metrics are given.
+
+Guarantees, and what gives them:
+- The caller's answer is never changed: it is returned as read; the comparer reads its
+  own copy of the rows (tuples) and nothing it does reaches the caller.
+- The caller's latency is not affected: ``offer`` is one random draw and a
+  ``Queue.put_nowait`` (never blocks; a full queue drops the shadow and counts it);
+  reads, rechecks and flushes run on the comparer thread with its own connections,
+  never the caller's pools; a failing shadow read is counted, never raised.
+- Memory is bounded: the queue holds at most ``shadow.queue_size`` reads; counts are
+  four integers; mismatches are logged, not kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, replace
+
+import psycopg
+from pydantic import SecretStr
+
+from bluegreen import control
+from bluegreen.control import ShadowCounts
+from bluegreen.core import db
+from bluegreen.core.config import ShadowSettings
+from bluegreen.core.errors import BluegreenError
+from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import ShadowMetrics
+from cutover.aggregate_read import Answer, read_aggregate
+from cutover.shadow_compare import Mismatch, compare
+from schemas.domain import Domain
+
+OTHER = {"blue": "green", "green": "blue"}
+_WARN_EVERY_S = 10.0  # at most one warning line per kind per interval: a down color must not flood
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    color: str  # the color that served the caller
+    answer: Answer
+
+
+class ShadowReads:
+    """The sampler, the bounded queue and the comparer thread of one read router."""
+
+    def __init__(
+        self,
+        domain: Domain,
+        dsns: dict[str, SecretStr],
+        control_dsn: SecretStr,
+        client_id: str,
+        settings: ShadowSettings,
+        *,
+        ratio: float | None = None,
+        metrics: ShadowMetrics | None = None,
+    ) -> None:
+        missing = set(OTHER) - set(dsns)
+        if missing:
+            raise BluegreenError(f"shadowed reads need both colors' DSNs; missing {missing}")
+        self.domain = domain
+        self.settings = settings
+        self.ratio = settings.ratio if ratio is None else ratio  # may be changed live
+        self._dsns = dsns
+        self._control_dsn = control_dsn
+        self._client_id = client_id
+        self._metrics = metrics
+        self._log = get_logger(component="shadow-reads", client=client_id)
+        # Bounded: at most queue_size reads wait; offer() never blocks on it.
+        # (None: a wake-up for close, never counted.)
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=settings.queue_size)
+        self._lock = threading.Lock()
+        self._counts = ShadowCounts()
+        self._recorded = ShadowCounts()  # what the control database holds of ours
+        self._flushed_at = time.monotonic()
+        self._warned: dict[str, float] = {}
+        self._conns: dict[str, psycopg.Connection] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shadow-reads", daemon=True)
+        self._thread.start()
+
+    @property
+    def counts(self) -> ShadowCounts:
+        with self._lock:
+            return self._counts
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def offer(self, key: str, color: str, answer: Answer) -> None:
+        """Maybe shadow this read: never blocks, never raises into the caller."""
+        ratio = self.ratio
+        if ratio <= 0 or self._stop.is_set() or (ratio < 1 and random.random() >= ratio):  # noqa: S311 - sampling
+            return
+        copy = {table: list(rows) for table, rows in answer.items()}  # rows are tuples
+        try:
+            self._queue.put_nowait(Job(key, color, copy))
+        except queue.Full:
+            self._count(dropped=1)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the comparer (reads still queued count as dropped) and flush the counts."""
+        self._stop.set()
+        with contextlib.suppress(queue.Full):  # a full queue wakes the comparer anyway
+            self._queue.put_nowait(None)
+        self._thread.join(timeout_s)
+
+    # -- the comparer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        interval = self.settings.flush_interval_s
+        try:
+            while not self._stop.is_set():
+                try:
+                    job: Job | None = self._queue.get(timeout=interval)
+                except queue.Empty:
+                    job = None
+                if job is not None:
+                    self._handle(job)
+                if time.monotonic() - self._flushed_at >= interval:
+                    self._flush()
+            left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            if any(left):
+                self._count(dropped=sum(1 for job in left if job is not None))
+            self._flush()
+        finally:
+            for conn in [*self._conns.values()]:
+                conn.close()
+
+    def _handle(self, job: Job) -> None:
+        try:
+            mismatches = self._check(job)
+        except psycopg.Error as exc:  # _read dropped the broken connection
+            self._count(failed=1)
+            self._warn("read", "shadow read failed", key=job.key, error=str(exc).strip()[:200])
+            return
+        if mismatches is None:  # stopped during a recheck: not judged
+            return
+        self._count(compared=1, mismatched=1 if mismatches else 0)
+        if mismatches:
+            self._log.warning(
+                "shadow read mismatch",
+                key=job.key,
+                served_by=job.color,
+                tables=sorted({m.table for m in mismatches}),
+                differences=[m.describe() for m in mismatches],
+            )
+
+    def _check(self, job: Job) -> list[Mismatch] | None:
+        """The differences that outlived every recheck ([]: the answers agree)."""
+        answers = {job.color: job.answer, OTHER[job.color]: self._read(OTHER[job.color], job.key)}
+        mismatches = self._compare(job.key, answers)
+        for _ in range(self.settings.recheck_attempts):
+            if not mismatches:
+                break
+            if self._stop.wait(self.settings.recheck_delay_s):
+                return None
+            answers = {color: self._read(color, job.key) for color in ("blue", "green")}
+            mismatches = self._compare(job.key, answers)
+        return mismatches
+
+    def _compare(self, key: str, answers: dict[str, Answer]) -> list[Mismatch]:
+        mask = self.settings.mask_values
+        return compare(self.domain, key, answers["blue"], answers["green"], mask=mask)
+
+    def _read(self, color: str, key: str) -> Answer:
+        conn = self._conns.get(color)
+        if conn is None or conn.closed:
+            conn = self._conns[color] = db.connect(self._dsns[color], autocommit=True)
+        try:
+            return read_aggregate(conn, self.domain, color, key)
+        except psycopg.Error:
+            self._conns.pop(color, None)
+            conn.close()
+            raise
+
+    def _count(
+        self, *, compared: int = 0, mismatched: int = 0, dropped: int = 0, failed: int = 0
+    ) -> None:
+        with self._lock:
+            c = self._counts
+            self._counts = replace(
+                c,
+                compared=c.compared + compared,
+                mismatched=c.mismatched + mismatched,
+                dropped=c.dropped + dropped,
+                failed=c.failed + failed,
+            )
+        if self._metrics is not None:
+            for counter, n in (
+                (self._metrics.compared, compared),
+                (self._metrics.mismatches, mismatched),
+                (self._metrics.dropped, dropped),
+                (self._metrics.failed, failed),
+            ):
+                if n:
+                    counter.inc(n)
+
+    def _flush(self) -> None:
+        """Add what was counted since the last flush to the control database; on failure
+        the difference stays and goes with the next flush."""
+        self._flushed_at = time.monotonic()
+        current = self.counts
+        delta = current.minus(self._recorded)
+        if delta.empty:
+            return
+        try:
+            conn = self._conns.get("control")
+            if conn is None or conn.closed:
+                conn = self._conns["control"] = db.connect(self._control_dsn, autocommit=True)
+            control.record_shadow_counts(conn, self._client_id, delta)
+            self._recorded = current
+        except psycopg.Error as exc:
+            self._conns.pop("control", None)
+            self._warn("flush", "shadow counts not recorded", error=str(exc).strip()[:200])
+
+    def _warn(self, kind: str, message: str, **fields: object) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(kind, -_WARN_EVERY_S) >= _WARN_EVERY_S:
+            self._warned[kind] = now
+            self._log.warning(message, **fields)
