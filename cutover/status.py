@@ -18,6 +18,7 @@ from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.kafka import make_admin, make_consumer, topic_ends
 from consumers import dlq
+from cutover import shadow_gate
 from producers.blue_setup import SlotHealth, slot_health
 from schemas.domain import Domain
 
@@ -50,6 +51,8 @@ class Status:
     dlq_open: int | None = None  # not replayed, superseded ones aside
     dlq_superseded: int | None = None  # not replayed, but green holds newer versions
     verification: dict[str, Any] | None = None
+    # Shadowed reads over the gate's window (every router's counts) and the gate's verdict.
+    shadow: dict[str, Any] | None = None
     audit: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -92,6 +95,7 @@ def _part(status: Status, name: str, collect_part: Any) -> None:
 
 
 def _control(settings: Settings, status: Status) -> None:
+    minutes = settings.shadow.gate_window_minutes
     with db.connect(settings.control_dsn, autocommit=True, connect_timeout=5) as conn:
         if control.migration_exists(conn):
             status.phase = control.phase(conn).value
@@ -105,6 +109,7 @@ def _control(settings: Settings, status: Status) -> None:
                 writes.refresh_pending,
             )
             status.verification = control.last_verification(conn)
+            status.shadow = _shadow(settings, control.shadow_window(conn, minutes))
             status.audit = [
                 {
                     "at": e.at,
@@ -125,6 +130,18 @@ def _control(settings: Settings, status: Status) -> None:
                     for i, s, e, a in counts.last_errors
                 ],
             )
+
+
+def _shadow(settings: Settings, window: control.ShadowWindow | None) -> dict[str, Any]:
+    counts = window.counts if window is not None else control.ShadowCounts()
+    gate = shadow_gate.judge(window, settings.shadow)
+    return {
+        "window_minutes": settings.shadow.gate_window_minutes,
+        "routers": window.clients if window is not None else 0,
+        **asdict(counts),
+        "gate_passes": gate.ok,
+        "gate": gate.figure,
+    }
 
 
 def _blue(settings: Settings, status: Status) -> None:

@@ -17,7 +17,7 @@ from bluegreen.control import Phase, Router
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
-from cutover import gates
+from cutover import gates, shadow_gate
 from schemas.domain import Domain
 
 
@@ -57,6 +57,7 @@ def evaluate(settings: Settings, domain: Domain, timeout_s: float) -> list[gates
     checks.append(gates.lag_zero(settings, timeout_s))
     verified, _report = gates.verification_clean(settings, domain, timeout_s)
     checks.append(verified)
+    checks.append(shadow_gate.shadow_reads_matched(settings))
     return checks
 
 

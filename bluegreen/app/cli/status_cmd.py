@@ -56,6 +56,17 @@ def _overview(status: Status) -> Table:
     )
     reverse_lag = status.total_reverse_lag
     table.add_row("reverse lag (messages)", "n/a" if reverse_lag is None else f"{reverse_lag:,}")
+    shadow = status.shadow
+    if shadow is not None:
+        table.add_row(
+            f"shadow reads (last {shadow['window_minutes']} min)",
+            f"{shadow['compared']:,} compared, {shadow['mismatched']:,} mismatched, "
+            f"{shadow['dropped']:,} dropped",
+        )
+        table.add_row(
+            "shadow gate",
+            Text("passes" if shadow["gate_passes"] else "fails", style=_verdict(shadow)),
+        )
     verification = status.verification
     if verification is None:
         table.add_row("verification", "not run yet")
@@ -63,6 +74,10 @@ def _overview(status: Status) -> Table:
         verdict = "clean" if verification["clean"] else f"{verification['differences']} differences"
         table.add_row("verification", f"{verdict} ({verification['at']:%H:%M:%S})")
     return table
+
+
+def _verdict(shadow: dict[str, object]) -> str:
+    return "green" if shadow["gate_passes"] else "bold red"
 
 
 def _snapshot(status: Status) -> Table | Panel:
