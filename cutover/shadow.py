@@ -165,13 +165,15 @@ class ShadowReads:
         """The differences that outlived every recheck ([]: the answers agree)."""
         answers = {job.color: job.answer, OTHER[job.color]: self._read(OTHER[job.color], job.key)}
         mismatches = self._compare(job.key, answers)
-        for _ in range(self.settings.recheck_attempts):
+        for attempt in range(1, self.settings.recheck_attempts + 1):
             if not mismatches:
                 break
             if self._stop.wait(self.settings.recheck_delay_s):
                 return None
             answers = {color: self._read(color, job.key) for color in ("blue", "green")}
             mismatches = self._compare(job.key, answers)
+            if not mismatches:
+                self._log.debug("shadow read settled on recheck", key=job.key, attempt=attempt)
         return mismatches
 
     def _compare(self, key: str, answers: dict[str, Answer]) -> list[Mismatch]:

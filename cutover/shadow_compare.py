@@ -37,10 +37,11 @@ class Mismatch:
     detail: str = ""
 
     def describe(self) -> str:
+        """One line: where, what, and the values (each named) or the masked field names."""
         where = self.table if self.part is None else f"{self.table}[{self.part}]"
-        text = f"{where} {self.kind}"
-        if self.fields:
-            text += " " + ",".join(self.fields)
+        if self.detail and self.detail != MASKED:
+            return f"{where} {self.kind}: {self.detail}"
+        text = f"{where} {self.kind}" + (" " + ",".join(self.fields) if self.fields else "")
         return f"{text}: {self.detail}" if self.detail else text
 
 
