@@ -31,6 +31,14 @@ class ShadowCounts:
             self.failed - other.failed,
         )
 
+    def plus(self, other: ShadowCounts) -> ShadowCounts:
+        return ShadowCounts(
+            self.compared + other.compared,
+            self.mismatched + other.mismatched,
+            self.dropped + other.dropped,
+            self.failed + other.failed,
+        )
+
     @property
     def empty(self) -> bool:
         return not (self.compared or self.mismatched or self.dropped or self.failed)

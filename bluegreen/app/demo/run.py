@@ -37,6 +37,9 @@ from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.seed_load import load_seed
 
 CDC_PORT, CONSUME_PORTS = 19461, (19462, 19472)
+# Shadowed reads: the share of the readers' reads compared with the other color once
+# green caught up, and the comparisons the cutover gate then wants (unless configured).
+SHADOW_RATIO, SHADOW_GATE_MIN_COMPARED = 0.05, 20
 REVERSE_PORTS = (19481, 19482)  # reverse-cdc, reverse-apply
 _SETTLE_S = 5.0
 
@@ -59,6 +62,9 @@ class DemoReport:
     reads_total: int = 0
     failed_reads: int = 0
     reads_by_color: dict[str, int] = field(default_factory=dict)
+    shadow_reads_compared: int = 0  # reads compared with the other color (through the transform)
+    shadow_mismatches: int = 0  # must be 0
+    shadow_reads_dropped: int = 0  # not shadowed: the comparer's queue was full
     blue_changes: int = 0
     # The write story (None: skipped, the reverse direction is not installed).
     write_cutover_pause_ms: dict[str, float] | None = None  # p99 and max a write was held
@@ -123,7 +129,7 @@ class Demo:
     """The demo's steps, in order; `shutdown` always runs and collects the figures."""
 
     def __init__(self, settings: Settings, products: int, write_rate: float, reporter: Reporter):
-        self.settings = settings
+        self.settings = _with_shadow_gate(settings)
         self.products = products
         self.write_rate = write_rate
         self.reporter = reporter
@@ -193,6 +199,9 @@ class Demo:
         # Latency figures are for the live stream once caught up, not the snapshot's backlog:
         # the consumers record a batch's latencies after its commit, so let the batches that
         # carried the backlog be recorded before the baseline is taken.
+        # Green holds what blue holds now: from here a shadowed read that differs is a defect.
+        assert self.reads is not None
+        self.reads.shadow(SHADOW_RATIO)
         time.sleep(_SETTLE_S)
         self.baseline = {s.name: s.metrics() for s in self.services}
         self.reporter.advance(1)
@@ -292,6 +301,10 @@ class Demo:
             stats = self.reads.stats
             self.report.reads_total, self.report.failed_reads = stats.total, stats.failed
             self.report.reads_by_color = dict(stats.by_color)
+            shadowed = self.reads.shadow_counts()
+            self.report.shadow_reads_compared = shadowed.compared
+            self.report.shadow_mismatches = shadowed.mismatched
+            self.report.shadow_reads_dropped = shadowed.dropped
             for error in stats.errors:
                 self.log.warning("failed read", error=error)
         for service in reversed(self.services):
@@ -314,6 +327,14 @@ def run(settings: Settings, products: int, *, write_rate: float, reporter: Repor
         demo.shutdown()
     demo.report.total_seconds = round(time.monotonic() - started, 1)
     return demo.report
+
+
+def _with_shadow_gate(settings: Settings) -> Settings:
+    """The demo requires shadowed reads at its cutovers, unless a minimum is configured."""
+    if settings.shadow.gate_min_compared:
+        return settings
+    shadow = settings.shadow.model_copy(update={"gate_min_compared": SHADOW_GATE_MIN_COMPARED})
+    return settings.model_copy(update={"shadow": shadow})
 
 
 def _wait_for_slot(settings: Settings, timeout_s: float = 60.0) -> None:
