@@ -139,6 +139,7 @@ def _shadow(settings: Settings, window: control.ShadowWindow | None) -> dict[str
         "window_minutes": settings.shadow.gate_window_minutes,
         "routers": window.clients if window is not None else 0,
         **asdict(counts),
+        "gate_required": settings.shadow.gate_min_compared > 0,
         "gate_passes": gate.ok,
         "gate": gate.figure,
     }

@@ -118,7 +118,7 @@ def test_matching_reads_count_and_a_mismatch_in_green_blocks_cutover(pipeline: S
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)["shadow"]
     assert (status["compared"], status["mismatched"], status["routers"]) == (32, 2, 1)
-    assert status["gate_passes"] is False
+    assert status["gate_passes"] is False and status["gate_required"] is True
 
 
 def test_masked_values_stay_out_of_the_mismatch_line(pipeline: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.columns import Columns
@@ -63,10 +63,7 @@ def _overview(status: Status) -> Table:
             f"{shadow['compared']:,} compared, {shadow['mismatched']:,} mismatched, "
             f"{shadow['dropped']:,} dropped",
         )
-        table.add_row(
-            "shadow gate",
-            Text("passes" if shadow["gate_passes"] else "fails", style=_verdict(shadow)),
-        )
+        table.add_row("shadow gate", _verdict(shadow))
     verification = status.verification
     if verification is None:
         table.add_row("verification", "not run yet")
@@ -76,8 +73,10 @@ def _overview(status: Status) -> Table:
     return table
 
 
-def _verdict(shadow: dict[str, object]) -> str:
-    return "green" if shadow["gate_passes"] else "bold red"
+def _verdict(shadow: dict[str, Any]) -> Text:
+    if not shadow["gate_passes"]:
+        return Text("fails", style="bold red")
+    return Text("passes" if shadow["gate_required"] else "passes (not required)", style="green")
 
 
 def _snapshot(status: Status) -> Table | Panel:
