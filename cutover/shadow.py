@@ -105,13 +105,15 @@ class ShadowReads:
     def offer(self, key: str, color: str, answer: Answer) -> None:
         """Maybe shadow this read: never blocks, never raises into the caller."""
         ratio = self.ratio
-        if ratio <= 0 or self._stop.is_set() or (ratio < 1 and random.random() >= ratio):  # noqa: S311 - sampling
+        if ratio <= 0 or self._stop.is_set():
+            return
+        if ratio < 1 and random.random() >= ratio:  # noqa: S311 - sampling, not cryptography
             return
         copy = {table: list(rows) for table, rows in answer.items()}  # rows are tuples
         try:
             self._queue.put_nowait(Job(key, color, copy))
         except queue.Full:
-            self._count(dropped=1)
+            self._count(dropped=1)  # a lock held for an addition, never across I/O
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the comparer (reads still queued count as dropped) and flush the counts."""
@@ -148,6 +150,10 @@ class ShadowReads:
         except psycopg.Error as exc:  # _read dropped the broken connection
             self._count(failed=1)
             self._warn("read", "shadow read failed", key=job.key, error=str(exc).strip()[:200])
+            return
+        except Exception as exc:  # noqa: BLE001 - counted and logged: the comparer must outlive one bad answer
+            self._count(failed=1)
+            self._warn("compare", "shadow comparison failed", key=job.key, error=repr(exc)[:200])
             return
         if mismatches is None:  # stopped during a recheck: not judged
             return

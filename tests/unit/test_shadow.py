@@ -195,3 +195,20 @@ def test_ratio_zero_shadows_nothing() -> None:
         assert shadow.queued == 0 and shadow.counts == ShadowCounts()
     finally:
         shadow.close()
+
+
+def test_a_comparison_that_raises_is_counted_and_the_comparer_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: ShadowReads, job: Job) -> list[Any]:
+        raise KeyError(job.key)
+
+    monkeypatch.setattr(ShadowReads, "_check", broken)
+    dsns = {"blue": unused_dsn(), "green": unused_dsn()}
+    shadow = ShadowReads(CATALOG, dsns, unused_dsn(), "unit", ShadowSettings(), ratio=1.0)
+    try:
+        for _ in range(3):
+            shadow.offer(SKU, "green", blue_answer(US))
+        wait_until(lambda: shadow.counts.failed == 3, "three failures counted", 5)
+    finally:
+        shadow.close()
