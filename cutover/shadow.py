@@ -12,12 +12,15 @@ for the cutover gate in another process, and to Prometheus when metrics are give
 
 Guarantees, and what gives them:
 - The caller's answer is never changed: it is returned as read; the comparer reads its
-  own copy of the rows (tuples) and nothing it does reaches the caller.
+  own copy of the rows (tuples) and nothing it does reaches the caller (every failure
+  of a shadow is counted as failed on the comparer thread, never raised).
 - The caller's latency is not affected: ``offer`` is one random draw and a
   ``Queue.put_nowait`` (never blocks; a full queue drops the shadow and counts it);
   reads, rechecks and flushes run on the comparer thread with its own connections,
   never the caller's pools; a failing shadow read is counted, never raised.
-- Memory is bounded: the queue holds at most ``shadow.queue_size`` reads; counts are
+- Memory is bounded: the queue holds at most ``shadow.queue_size`` reads, and so does
+  the list of differences waiting for their recheck (the comparer goes on with new
+  reads meanwhile; a difference finding it full is dropped and counted); counts are
   four integers; mismatches are logged, not kept.
 """
 
@@ -28,6 +31,8 @@ import queue
 import random
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import psycopg
@@ -53,6 +58,13 @@ class Job:
     key: str
     color: str  # the color that served the caller
     answer: Answer
+
+
+@dataclass(frozen=True)
+class Recheck:
+    due: float  # time.monotonic()
+    attempt: int  # 1 for the first recheck
+    job: Job
 
 
 class ShadowReads:
@@ -89,6 +101,9 @@ class ShadowReads:
         self._flushed_at = time.monotonic()
         self._warned: dict[str, float] = {}
         self._conns: dict[str, psycopg.Connection] = {}
+        # Differences waiting to be read again, in due order (one delay for all): the
+        # comparer goes on with new reads meanwhile. Bounded by queue_size as well.
+        self._rechecks: deque[Recheck] = deque()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shadow-reads", daemon=True)
         self._thread.start()
@@ -116,7 +131,8 @@ class ShadowReads:
             self._count(dropped=1)  # a lock held for an addition, never across I/O
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the comparer (reads still queued count as dropped) and flush the counts."""
+        """Stop the comparer (reads still queued or awaiting a recheck count as dropped)
+        and flush the counts."""
         self._stop.set()
         with contextlib.suppress(queue.Full):  # a full queue wakes the comparer anyway
             self._queue.put_nowait(None)
@@ -128,34 +144,49 @@ class ShadowReads:
         interval = self.settings.flush_interval_s
         try:
             while not self._stop.is_set():
+                wait = interval
+                if self._rechecks:  # never later than the first recheck due
+                    wait = min(wait, max(0.0, self._rechecks[0].due - time.monotonic()))
                 try:
-                    job: Job | None = self._queue.get(timeout=interval)
+                    job: Job | None = self._queue.get(timeout=wait)
                 except queue.Empty:
                     job = None
                 if job is not None:
-                    self._handle(job)
+                    self._judge(job, self._judge_first(job))
+                while self._rechecks and self._rechecks[0].due <= time.monotonic():
+                    self._judge_recheck(self._rechecks.popleft())
                 if time.monotonic() - self._flushed_at >= interval:
                     self._flush()
             left = [self._queue.get_nowait() for _ in range(self._queue.qsize())]
-            if any(left):
-                self._count(dropped=sum(1 for job in left if job is not None))
+            unjudged = sum(1 for job in left if job is not None) + len(self._rechecks)
+            self._count(dropped=unjudged)
             self._flush()
         finally:
             for conn in [*self._conns.values()]:
                 conn.close()
 
-    def _handle(self, job: Job) -> None:
-        try:
-            mismatches = self._check(job)
-        except psycopg.Error as exc:  # _read dropped the broken connection
-            self._count(failed=1)
-            self._warn("read", "shadow read failed", key=job.key, error=str(exc).strip()[:200])
+    def _judge_first(self, job: Job) -> list[Mismatch] | None:
+        return self._guarded(job, lambda: self._check(job))
+
+    def _judge_recheck(self, recheck: Recheck) -> None:
+        job = recheck.job
+        mismatches = self._guarded(job, lambda: self._recheck(job))
+        if mismatches is None:
             return
-        except Exception as exc:  # noqa: BLE001 - counted and logged: the comparer must outlive one bad answer
-            self._count(failed=1)
-            self._warn("compare", "shadow comparison failed", key=job.key, error=repr(exc)[:200])
+        if not mismatches:
+            self._log.debug("shadow read settled on recheck", key=job.key, attempt=recheck.attempt)
+        self._judge(job, mismatches, attempt=recheck.attempt)
+
+    def _judge(self, job: Job, mismatches: list[Mismatch] | None, attempt: int = 0) -> None:
+        """Count the comparison, or schedule its next recheck while attempts remain."""
+        if mismatches is None:  # failed, counted
             return
-        if mismatches is None:  # stopped during a recheck: not judged
+        if mismatches and attempt < self.settings.recheck_attempts:
+            if len(self._rechecks) >= self.settings.queue_size:  # bounded like the queue
+                self._count(dropped=1)
+                return
+            due = time.monotonic() + self.settings.recheck_delay_s
+            self._rechecks.append(Recheck(due, attempt + 1, job))
             return
         self._count(compared=1, mismatched=1 if mismatches else 0)
         if mismatches:
@@ -167,20 +198,27 @@ class ShadowReads:
                 differences=[m.describe() for m in mismatches],
             )
 
-    def _check(self, job: Job) -> list[Mismatch] | None:
-        """The differences that outlived every recheck ([]: the answers agree)."""
-        answers = {job.color: job.answer, OTHER[job.color]: self._read(OTHER[job.color], job.key)}
-        mismatches = self._compare(job.key, answers)
-        for attempt in range(1, self.settings.recheck_attempts + 1):
-            if not mismatches:
-                break
-            if self._stop.wait(self.settings.recheck_delay_s):
-                return None
-            answers = {color: self._read(color, job.key) for color in ("blue", "green")}
-            mismatches = self._compare(job.key, answers)
-            if not mismatches:
-                self._log.debug("shadow read settled on recheck", key=job.key, attempt=attempt)
-        return mismatches
+    def _guarded(self, job: Job, run: Callable[[], list[Mismatch]]) -> list[Mismatch] | None:
+        """`run()`, or None with the failure counted: nothing a shadow does may end the
+        comparer."""
+        try:
+            return run()
+        except psycopg.Error as exc:  # _read dropped the broken connection
+            self._count(failed=1)
+            self._warn("read", "shadow read failed", key=job.key, error=str(exc).strip()[:200])
+        except Exception as exc:  # noqa: BLE001 - counted and logged, as above
+            self._count(failed=1)
+            self._warn("compare", "shadow comparison failed", key=job.key, error=repr(exc)[:200])
+        return None
+
+    def _check(self, job: Job) -> list[Mismatch]:
+        """The first comparison: the caller's answer against the other color's."""
+        other = OTHER[job.color]
+        return self._compare(job.key, {job.color: job.answer, other: self._read(other, job.key)})
+
+    def _recheck(self, job: Job) -> list[Mismatch]:
+        """Both colors read again, now."""
+        return self._compare(job.key, {c: self._read(c, job.key) for c in ("blue", "green")})
 
     def _compare(self, key: str, answers: dict[str, Answer]) -> list[Mismatch]:
         mask = self.settings.mask_values

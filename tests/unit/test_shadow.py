@@ -15,7 +15,7 @@ from bluegreen.core.config import ShadowSettings, load_settings
 from bluegreen.core.errors import ConfigError
 from cutover.aggregate_read import Answer
 from cutover.shadow import Job, ShadowReads
-from cutover.shadow_compare import MASKED, compare
+from cutover.shadow_compare import MASKED, Mismatch, compare
 from cutover.shadow_gate import judge
 from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.transform import derive_product, listing_of, listing_upsert
@@ -212,3 +212,37 @@ def test_a_comparison_that_raises_is_counted_and_the_comparer_goes_on(
         wait_until(lambda: shadow.counts.failed == 3, "three failures counted", 5)
     finally:
         shadow.close()
+
+
+@pytest.mark.parametrize(("settles_after", "mismatched"), [(1, 0), (2, 0), (None, 1)])
+def test_a_difference_counts_only_if_it_outlives_every_recheck(
+    monkeypatch: pytest.MonkeyPatch, settles_after: int | None, mismatched: int
+) -> None:
+    """Lag looks like a difference for a moment; a real one stays through the rechecks
+    (here 2), which wait on the side while the comparer goes on."""
+    difference = [Mismatch(SKU, "product", "different", fields=("name",))]
+    rechecks: list[str] = []
+
+    def first(self: ShadowReads, job: Job) -> list[Mismatch]:
+        return difference if job.key == SKU else []
+
+    def again(self: ShadowReads, job: Job) -> list[Mismatch]:
+        rechecks.append(job.key)
+        settled = settles_after is not None and len(rechecks) >= settles_after
+        return [] if settled else difference
+
+    monkeypatch.setattr(ShadowReads, "_check", first)
+    monkeypatch.setattr(ShadowReads, "_recheck", again)
+    dsns = {"blue": unused_dsn(), "green": unused_dsn()}
+    settings = ShadowSettings(recheck_attempts=2, recheck_delay_s=0.5)
+    shadow = ShadowReads(CATALOG, dsns, unused_dsn(), "unit", settings, ratio=1.0)
+    try:
+        shadow.offer(SKU, "blue", blue_answer(US))
+        shadow.offer("OTHER", "blue", blue_answer(US))  # not held up by SKU's rechecks
+        wait_until(lambda: shadow.counts.compared == 1, "the other read compared", 5)
+        assert rechecks == []  # judged before SKU's first recheck was due
+        wait_until(lambda: shadow.counts.compared == 2, "the difference judged", 5)
+    finally:
+        shadow.close()
+    assert shadow.counts == ShadowCounts(compared=2, mismatched=mismatched)
+    assert len(rechecks) == (settles_after or 2)
