@@ -7,7 +7,9 @@ reads, one for writes), with polling as a fallback (a lost notification, a
 reconnect). Reads in flight on the old color finish there; the next read goes to
 the new one. Writes go to the owner's pool; while a write switch pauses writes, new
 write transactions are held (``cutover.write_gate``) and then go to whichever color
-owns writes when the pause ends.
+owns writes when the pause ends. Keyed reads may be shadowed: a sample is compared with
+the other color in the background (``cutover.shadow``), never touching the caller's
+answer or latency.
 """
 
 from __future__ import annotations
@@ -28,9 +30,14 @@ from pydantic import SecretStr
 
 from bluegreen import control
 from bluegreen.control import WriteRoute
+from bluegreen.core.config import ShadowSettings
 from bluegreen.core.errors import BluegreenError
 from bluegreen.core.logs import get_logger
+from bluegreen.core.metrics import ShadowMetrics
+from cutover.aggregate_read import Answer, read_aggregate
+from cutover.shadow import ShadowReads
 from cutover.write_gate import HoldStats, WriteGate
+from schemas.domain import Domain
 
 HEARTBEAT_S = 1.0
 
@@ -56,7 +63,9 @@ def _pool(dsn: SecretStr, name: str, size: int, *, autocommit: bool) -> Connecti
 
 class TrafficRouter:
     """``dsns``: the read connection per color; ``write_dsns``: the write connection per
-    color (the application's role), None for a read-only client."""
+    color (the application's role), None for a read-only client. ``domain``: what
+    ``read(key)`` reads (None: connections only); ``shadow``: the shadowed reads'
+    settings, ``shadow_ratio`` overriding their ratio; ``metrics``: their counters."""
 
     def __init__(
         self,
@@ -68,6 +77,10 @@ class TrafficRouter:
         pool_size: int = 4,
         hold_grace_s: float = 0.5,
         on_switch: Callable[[Switch], None] | None = None,
+        domain: Domain | None = None,
+        shadow: ShadowSettings | None = None,
+        shadow_ratio: float | None = None,
+        metrics: ShadowMetrics | None = None,
     ) -> None:
         self._control_dsn = control_dsn
         self._poll_interval_s = poll_interval_s
@@ -92,6 +105,18 @@ class TrafficRouter:
         self.switches: list[Switch] = [Switch(self.color, self.epoch, time.time(), "start")]
         self.write_switches: list[Switch] = [Switch(route.color, route.epoch, time.time(), "start")]
         self.writes = WriteGate(route, grace_s=hold_grace_s)
+        self._domain = domain
+        self.shadow: ShadowReads | None = None
+        if domain is not None:
+            self.shadow = ShadowReads(
+                domain,
+                dsns,
+                control_dsn,
+                self.client_id,
+                shadow or ShadowSettings(),
+                ratio=shadow_ratio,
+                metrics=metrics,
+            )
         self._thread = threading.Thread(target=self._listen, name="traffic-router", daemon=True)
         self._thread.start()
 
@@ -201,7 +226,21 @@ class TrafficRouter:
         finally:
             self.writes.leave(color)
 
+    def read(self, key: str) -> tuple[str, Answer]:
+        """(color, rows by table) of the aggregate `key` (the catalog's SKU) on the color
+        serving reads. A sample of these reads is shadowed: offered to the comparer's
+        bounded queue without waiting; the answer returned is always this color's own."""
+        if self._domain is None:
+            raise BluegreenError("read(key) needs a router built with a domain")
+        with self.connection() as (color, conn):
+            answer = read_aggregate(conn, self._domain, color, key)
+        if self.shadow is not None:
+            self.shadow.offer(key, color, answer)
+        return color, answer
+
     def close(self) -> None:
+        if self.shadow is not None:
+            self.shadow.close()
         self._stop.set()
         self._thread.join(self._poll_interval_s + 2)
         if self._write_pools:

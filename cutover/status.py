@@ -18,7 +18,7 @@ from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.kafka import make_admin, make_consumer, topic_ends
 from consumers import dlq, touched
-from cutover import follow_gate, follow_state
+from cutover import follow_gate, follow_state, shadow_gate
 from producers.blue_setup import SlotHealth, slot_health
 from schemas.domain import Domain
 from schemas.lsn import format_lsn
@@ -54,6 +54,8 @@ class Status:
     verification: dict[str, Any] | None = None
     # The continuous verifier (`verify --follow`): its watermark and what it lists.
     following: dict[str, Any] | None = None
+    # Shadowed reads over the gate's window (every router's counts) and the gate's verdict.
+    shadow: dict[str, Any] | None = None
     audit: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -117,6 +119,7 @@ def _part(status: Status, name: str, collect_part: Any) -> None:
 
 
 def _control(settings: Settings, status: Status) -> None:
+    minutes = settings.shadow.gate_window_minutes
     with db.connect(settings.control_dsn, autocommit=True, connect_timeout=5) as conn:
         if control.migration_exists(conn):
             status.phase = control.phase(conn).value
@@ -130,6 +133,7 @@ def _control(settings: Settings, status: Status) -> None:
                 writes.refresh_pending,
             )
             status.verification = control.last_verification(conn)
+            status.shadow = _shadow(settings, control.shadow_window(conn, minutes))
             status.audit = [
                 {
                     "at": e.at,
@@ -150,6 +154,19 @@ def _control(settings: Settings, status: Status) -> None:
                     for i, s, e, a in counts.last_errors
                 ],
             )
+
+
+def _shadow(settings: Settings, window: control.ShadowWindow | None) -> dict[str, Any]:
+    counts = window.counts if window is not None else control.ShadowCounts()
+    gate = shadow_gate.judge(window, settings.shadow)
+    return {
+        "window_minutes": settings.shadow.gate_window_minutes,
+        "routers": window.clients if window is not None else 0,
+        **asdict(counts),
+        "gate_required": settings.shadow.gate_min_compared > 0,
+        "gate_passes": gate.ok,
+        "gate": gate.figure,
+    }
 
 
 def _blue(settings: Settings, status: Status) -> None:

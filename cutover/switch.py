@@ -17,7 +17,7 @@ from bluegreen.control import Phase, Router
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
-from cutover import gates
+from cutover import gates, shadow_gate
 from schemas.domain import Domain
 
 
@@ -60,6 +60,7 @@ def evaluate(settings: Settings, domain: Domain, timeout_s: float) -> list[gates
         settings, domain, timeout_s, at=applied if lag.ok else None
     )
     checks.append(verified)
+    checks.append(shadow_gate.shadow_reads_matched(settings))
     return checks
 
 

@@ -26,6 +26,11 @@ Write ownership (``write_router``), on the same record:
     ``WRITES_CHANNEL``; the write clients' heartbeats: ``report_client``,
     ``forget_client``, ``lagging_clients`` (what a switch waits for), ``WriteClient``.
 
+Shadowed reads (``shadow_reads``):
+    ``ShadowCounts``, ``record_shadow_counts`` (a router adds its counts to its row
+    of the current minute), ``shadow_window`` (every client's, last M minutes),
+    ``ShadowWindow``.
+
 Verification results (``verification``):
     ``record_verification``, ``last_verification``.
 
@@ -68,6 +73,12 @@ from bluegreen.control.schema import (
     migration_exists,
     task_queue_exists,
 )
+from bluegreen.control.shadow_reads import (
+    ShadowCounts,
+    ShadowWindow,
+    record_shadow_counts,
+    shadow_window,
+)
 from bluegreen.control.task_plan import add_key_task, plan_ranges, planned_tasks, retry_dead
 from bluegreen.control.task_report import (
     TaskCounts,
@@ -103,6 +114,8 @@ __all__ = [
     "Outcome",
     "Phase",
     "Router",
+    "ShadowCounts",
+    "ShadowWindow",
     "State",
     "Task",
     "TaskCounts",
@@ -129,6 +142,7 @@ __all__ = [
     "plan_ranges",
     "planned_tasks",
     "produce_seconds",
+    "record_shadow_counts",
     "record_verification",
     "release_worker",
     "report_client",
@@ -136,6 +150,7 @@ __all__ = [
     "router",
     "router_position",
     "set_refresh_pending",
+    "shadow_window",
     "switch_reads",
     "task_attempts",
     "task_counts",

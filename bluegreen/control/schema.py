@@ -123,6 +123,17 @@ CREATE TABLE IF NOT EXISTS bluegreen.snapshot_task_attempt (
 );
 CREATE INDEX IF NOT EXISTS snapshot_task_attempt_task_idx
     ON bluegreen.snapshot_task_attempt (task_id);
+-- Shadowed reads (issue 15): each read router's counts per minute (shadow_reads.py).
+CREATE TABLE IF NOT EXISTS bluegreen.shadow_reads (
+    client_id text NOT NULL,
+    minute timestamptz NOT NULL,
+    compared bigint NOT NULL DEFAULT 0,
+    mismatched bigint NOT NULL DEFAULT 0,
+    dropped bigint NOT NULL DEFAULT 0,
+    failed bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, minute)
+);
+CREATE INDEX IF NOT EXISTS shadow_reads_minute_idx ON bluegreen.shadow_reads (minute);
 """
 
 

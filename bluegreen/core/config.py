@@ -212,6 +212,27 @@ class ReverseApplySettings(_Frozen):
     reconnect_timeout_s: float = Field(default=300.0, gt=0)
 
 
+class ShadowSettings(_Frozen):
+    """Shadowed reads (``cutover.shadow``) and their cutover gate (``cutover.shadow_gate``)."""
+
+    # Share of keyed reads (TrafficRouter.read) mirrored to the other color; 0: off.
+    ratio: float = Field(default=0.0, ge=0, le=1)
+    # Reads waiting for the comparer; a read finding it full is not shadowed (counted).
+    queue_size: int = Field(default=1_000, ge=1, le=100_000)
+    # Mismatch log lines name the table, the key and the fields, not their values.
+    mask_values: bool = False
+    # A difference is read again on both colors this many times, recheck_delay_s apart,
+    # before it counts as a mismatch: replication lag alone must not count.
+    recheck_attempts: int = Field(default=3, ge=0, le=10)
+    recheck_delay_s: float = Field(default=1.0, ge=0, le=60)
+    # How often a router writes its counts to the control database.
+    flush_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # The gate "shadow reads matched": no mismatch in the last window, and at least this
+    # many comparisons (0: shadowed reads are not required).
+    gate_min_compared: int = Field(default=0, ge=0)
+    gate_window_minutes: int = Field(default=10, ge=1, le=1_440)
+
+
 class MetricsSettings(_Frozen):
     """Where a service exposes /metrics; each service command may override the port."""
 
@@ -241,6 +262,7 @@ class Settings(BaseSettings):
     cdc: CdcSettings = CdcSettings()
     consumer: ConsumerSettings = ConsumerSettings()
     reverse_apply: ReverseApplySettings = ReverseApplySettings()
+    shadow: ShadowSettings = ShadowSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     # What is migrated: "package.module:NAME" of a schemas.domain.Domain, imported by
@@ -337,6 +359,7 @@ def as_environment(settings: Settings) -> dict[str, str]:
         "cdc",
         "consumer",
         "reverse_apply",
+        "shadow",
         "metrics",
         "log",
     ):

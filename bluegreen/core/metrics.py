@@ -154,6 +154,8 @@ class Metrics:
             ["partition"],
             registry=r,
         )
+        # -- shadowed reads (a process whose read routers shadow, issue 15) ---------------
+        self.shadow = _shadow_metrics(r)
         # -- migration (exported by the consumer from the control database) ---------------
         self.migration_phase = Gauge(
             "bluegreen_migration_phase",
@@ -299,6 +301,38 @@ def _verify_metrics(r: CollectorRegistry) -> VerifyMetrics:
             "Blue rows per second of the last full verification pass.",
             registry=r,
         ),
+    )
+
+
+@dataclass(frozen=True)
+class ShadowMetrics:
+    """Shadowed reads of the read routers in this process (``cutover.shadow``)."""
+
+    compared: Counter
+    mismatches: Counter
+    dropped: Counter
+    failed: Counter
+
+
+def _shadow_metrics(r: CollectorRegistry) -> ShadowMetrics:
+    def counter(name: str, text: str) -> Counter:
+        return Counter(f"bluegreen_shadow_reads_{name}_total", text, registry=r)
+
+    return ShadowMetrics(
+        compared=counter(
+            "compared",
+            "Shadowed reads whose two answers were compared: the serving color's and the "
+            "other's, blue's through the transform.",
+        ),
+        mismatches=counter(
+            "mismatches",
+            "Shadowed reads whose answers still differed after every recheck (the "
+            "cutover gate `shadow reads matched` wants none).",
+        ),
+        dropped=counter(
+            "dropped", "Reads not shadowed because the comparer's bounded queue was full."
+        ),
+        failed=counter("failed", "Shadowed reads that could not be compared: a read raised."),
     )
 
 

@@ -84,8 +84,10 @@ def test_dry_run_names_every_gate_and_switches_nothing(pipeline: Settings) -> No
         "dead-letter queue empty",
         "lag zero end to end",
         "verification clean",
+        "shadow reads matched",
     ]
     assert report.passed, report.as_dict()
+    assert gate(report, "shadow reads matched").figure.startswith("not required")
     assert gate(report, "snapshot complete").figure == "6/6 tasks COMPLETED"
     assert not report.switched and router_color(pipeline) == "blue"
 

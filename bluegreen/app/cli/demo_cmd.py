@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bluegreen.app.cli.context import cli_context
-from bluegreen.app.demo.run import run, write_report
+from bluegreen.app.demo.report import write_report
+from bluegreen.app.demo.run import run
 from bluegreen.core.progress import progress
 from bluegreen.core.runtime import tune_for_throughput
 
@@ -31,7 +32,7 @@ def demo(
 
     It resets the demo's own state first (blue's legacy_product, green's schemas, the
     control schema, the slot, the topics). Exit 1 when a read or a write failed, an
-    acknowledged write was lost, or green differs.
+    acknowledged write was lost, green differs, or a shadowed read did not match.
     """
     settings = cli_context(ctx).settings
     tune_for_throughput()
@@ -51,5 +52,6 @@ def demo(
         or report.failed_writes
         or report.lost_writes
         or report.verify_reverse_differences
+        or report.shadow_mismatches
     ):
         raise typer.Exit(1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.columns import Columns
@@ -56,6 +56,14 @@ def _overview(status: Status) -> Table:
     )
     reverse_lag = status.total_reverse_lag
     table.add_row("reverse lag (messages)", "n/a" if reverse_lag is None else f"{reverse_lag:,}")
+    shadow = status.shadow
+    if shadow is not None:
+        table.add_row(
+            f"shadow reads (last {shadow['window_minutes']} min)",
+            f"{shadow['compared']:,} compared, {shadow['mismatched']:,} mismatched, "
+            f"{shadow['dropped']:,} dropped",
+        )
+        table.add_row("shadow gate", _verdict(shadow))
     verification = status.verification
     if verification is None:
         table.add_row("verification", "not run yet")
@@ -74,6 +82,12 @@ def _overview(status: Status) -> Table:
             f"{following['queued_batches']} batches queued",
         )
     return table
+
+
+def _verdict(shadow: dict[str, Any]) -> Text:
+    if not shadow["gate_passes"]:
+        return Text("fails", style="bold red")
+    return Text("passes" if shadow["gate_required"] else "passes (not required)", style="green")
 
 
 def _snapshot(status: Status) -> Table | Panel:

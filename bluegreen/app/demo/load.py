@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from bluegreen.control import ShadowCounts
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.logs import get_logger
 from cutover.router import ReadRouter
+from schemas.catalog import CATALOG
 
 CURRENCY = {"US": "USD", "GB": "GBP", "EU": "EUR"}
 
@@ -85,15 +87,6 @@ class WriteLoad(threading.Thread):
         return cur.rowcount
 
 
-_READ_SQL = {
-    "blue": "SELECT sku, channel, name, price FROM legacy_product WHERE sku = %s",
-    "green": (
-        "SELECT p.sku, l.channel, p.name, l.price FROM catalog.product p "
-        "JOIN catalog.channel_listing l USING (sku) WHERE p.sku = %s"
-    ),
-}
-
-
 @dataclass
 class ReadStats:
     total: int = 0
@@ -103,14 +96,26 @@ class ReadStats:
 
 
 class ReadLoad:
-    """`instances` application instances (a read router each), `threads` readers each."""
+    """`instances` application instances (a read router each), `threads` readers each,
+    reading one product (SKU) at a time with the router's keyed read; `shadow_ratio` of
+    those reads shadowed (settings.shadow for the rest; `shadow(ratio)` changes it live)."""
 
-    def __init__(self, settings: Settings, skus: list[str], instances: int = 3, threads: int = 2):
+    def __init__(
+        self,
+        settings: Settings,
+        skus: list[str],
+        instances: int = 3,
+        threads: int = 2,
+        shadow_ratio: float | None = None,
+    ):
         self.routers = [
             ReadRouter(
                 settings.control_dsn,
                 {"blue": settings.blue_dsn, "green": settings.green_dsn},
                 pool_size=threads,
+                domain=CATALOG,
+                shadow=settings.shadow,
+                shadow_ratio=shadow_ratio,
             )
             for _ in range(instances)
         ]
@@ -134,8 +139,7 @@ class ReadLoad:
             sku = rng.choice(self._skus)
             color = router.color
             try:
-                with router.connection() as (color, conn):
-                    conn.execute(_READ_SQL[color], (sku,)).fetchall()
+                color, _rows = router.read(sku)
                 ok, error = True, ""
             except psycopg.Error as exc:
                 ok, error = False, f"{type(exc).__name__}: {exc}"
@@ -147,6 +151,20 @@ class ReadLoad:
                     if len(self.stats.errors) < 10:
                         self.stats.errors.append(error)
             self._stop.wait(0.005)
+
+    def shadow(self, ratio: float) -> None:
+        """Shadow this share of reads from now on (0: none)."""
+        for router in self.routers:
+            if router.shadow is not None:
+                router.shadow.ratio = ratio
+
+    def shadow_counts(self) -> ShadowCounts:
+        """Every instance's shadowed reads, summed."""
+        total = ShadowCounts()
+        for router in self.routers:
+            if router.shadow is not None:
+                total = total.plus(router.shadow.counts)
+        return total
 
     def switch_ms(self, epoch: int, switched_at: float) -> float:
         """When the last instance learned of `epoch`, in ms after the switch committed."""

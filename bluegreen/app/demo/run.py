@@ -9,23 +9,20 @@ again under the same load; verify, and report the figures.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from bluegreen import control
 from bluegreen.app.demo.app_writes import AppWriteLoad, missing
 from bluegreen.app.demo.load import ReadLoad
+from bluegreen.app.demo.report import DemoReport, latency
 from bluegreen.app.demo.services import ServiceProcess
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
 from bluegreen.core.kafka import delete_topics
 from bluegreen.core.logs import get_logger
-from bluegreen.core.metrics import Metrics, histogram_quantile, scrape_histogram
+from bluegreen.core.metrics import Metrics
 from bluegreen.core.progress import Reporter
 from cutover import app_roles, fence, follow_state, switch, write_rollback, write_switch
 from cutover.verify import verify
@@ -37,52 +34,12 @@ from schemas.catalog import CATALOG, SOURCE
 from schemas.catalog.seed_load import load_seed
 
 CDC_PORT, CONSUME_PORTS = 19461, (19462, 19472)
+# Shadowed reads: the share of the readers' reads compared with the other color once
+# green caught up, and the comparisons the cutover gate then wants (unless configured).
+SHADOW_RATIO, SHADOW_GATE_MIN_COMPARED = 0.05, 20
 REVERSE_PORTS = (19481, 19482)  # reverse-cdc, reverse-apply
 FOLLOW_PORT = 19483  # verify --follow
 _SETTLE_S = 5.0
-
-
-@dataclass
-class DemoReport:
-    products: int
-    snapshot_seconds: float = 0.0
-    snapshot_rows_per_second: float = 0.0
-    catch_up_seconds: float = 0.0
-    cdc_latency_p50_ms: float | None = None
-    cdc_latency_p99_ms: float | None = None
-    capture_latency_p50_ms: float | None = None
-    capture_latency_p99_ms: float | None = None
-    batch_apply_p99_ms: float | None = None
-    follow_full_pass_seconds: float = 0.0  # the continuous verifier's first full pass
-    follow_full_pass_skus_per_second: float = 0.0
-    cutover_gates_seconds: float = 0.0
-    second_cutover_gates_seconds: float = 0.0
-    cutover_switch_ms: float = 0.0
-    rollback_switch_ms: float = 0.0
-    second_cutover_switch_ms: float = 0.0
-    reads_total: int = 0
-    failed_reads: int = 0
-    reads_by_color: dict[str, int] = field(default_factory=dict)
-    blue_changes: int = 0
-    # The write story (None: skipped, the reverse direction is not installed).
-    write_cutover_pause_ms: dict[str, float] | None = None  # p99 and max a write was held
-    write_rollback_pause_ms: dict[str, float] | None = None
-    second_write_cutover_pause_ms: dict[str, float] | None = None
-    writes_total: int = 0
-    writes_by_color: dict[str, int] = field(default_factory=dict)
-    failed_writes: int = 0
-    lost_writes: int = 0  # acknowledged new SKUs missing from blue or green at the end
-    reverse_latency_p50_ms: float | None = None  # green commit -> blue commit
-    reverse_latency_p99_ms: float | None = None
-    verify_differences: int = -1
-    verify_reverse_differences: int | None = None  # None: the reverse direction not installed
-    verify_seconds: float = 0.0
-    final_phase: str = ""
-    peak_rss_mb: dict[str, float] = field(default_factory=dict)
-    total_seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def reset(settings: Settings) -> None:
@@ -127,7 +84,7 @@ class Demo:
     """The demo's steps, in order; `shutdown` always runs and collects the figures."""
 
     def __init__(self, settings: Settings, products: int, write_rate: float, reporter: Reporter):
-        self.settings = settings
+        self.settings = _with_shadow_gate(settings)
         self.products = products
         self.write_rate = write_rate
         self.reporter = reporter
@@ -198,6 +155,9 @@ class Demo:
         # Latency figures are for the live stream once caught up, not the snapshot's backlog:
         # the consumers record a batch's latencies after its commit, so let the batches that
         # carried the backlog be recorded before the baseline is taken.
+        # Green holds what blue holds now: from here a shadowed read that differs is a defect.
+        assert self.reads is not None
+        self.reads.shadow(SHADOW_RATIO)
         time.sleep(_SETTLE_S)
         self.baseline = {s.name: s.metrics() for s in self.services}
         self.reporter.advance(1)
@@ -293,17 +253,17 @@ class Demo:
         self.report.verify_differences = len(verified.differences) + len(verified.unsettled)
         self.report.verify_seconds = round(verified.seconds, 2)
         consumers = [s for s in self.services if s.name.startswith("consume-")]
-        self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = _latency(
+        self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = latency(
             consumers, self.baseline, "bluegreen_end_to_end_latency_seconds"
         )
-        self.report.capture_latency_p50_ms, self.report.capture_latency_p99_ms = _latency(
+        self.report.capture_latency_p50_ms, self.report.capture_latency_p99_ms = latency(
             self.services[:1], self.baseline, "bluegreen_cdc_commit_to_ack_seconds"
         )
         reverse = [s for s in self.services if s.name == "reverse-apply"]
-        self.report.reverse_latency_p50_ms, self.report.reverse_latency_p99_ms = _latency(
+        self.report.reverse_latency_p50_ms, self.report.reverse_latency_p99_ms = latency(
             reverse, self.baseline, "bluegreen_reverse_latency_seconds"
         )
-        _, self.report.batch_apply_p99_ms = _latency(
+        _, self.report.batch_apply_p99_ms = latency(
             consumers, self.baseline, "bluegreen_consumer_batch_apply_seconds"
         )
         with db.connect(self.settings.control_dsn) as conn:
@@ -318,6 +278,10 @@ class Demo:
             stats = self.reads.stats
             self.report.reads_total, self.report.failed_reads = stats.total, stats.failed
             self.report.reads_by_color = dict(stats.by_color)
+            shadowed = self.reads.shadow_counts()
+            self.report.shadow_reads_compared = shadowed.compared
+            self.report.shadow_mismatches = shadowed.mismatched
+            self.report.shadow_reads_dropped = shadowed.dropped
             for error in stats.errors:
                 self.log.warning("failed read", error=error)
         for service in reversed(self.services):
@@ -347,6 +311,14 @@ def _follow_state(settings: Settings) -> follow_state.FollowState | None:
         return follow_state.read(conn)
 
 
+def _with_shadow_gate(settings: Settings) -> Settings:
+    """The demo requires shadowed reads at its cutovers, unless a minimum is configured."""
+    if settings.shadow.gate_min_compared:
+        return settings
+    shadow = settings.shadow.model_copy(update={"gate_min_compared": SHADOW_GATE_MIN_COMPARED})
+    return settings.model_copy(update={"shadow": shadow})
+
+
 def _wait_for_slot(settings: Settings, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     with db.connect(settings.blue_dsn, autocommit=True) as conn:
@@ -365,29 +337,3 @@ def _observed(reads: ReadLoad, router: control.Router | None) -> float:
     if router is None:
         return float("nan")
     return reads.switch_ms(router.epoch, router.switched_at.timestamp())
-
-
-def _latency(
-    services: list[ServiceProcess], baseline: dict[str, str], name: str
-) -> tuple[float | None, float | None]:
-    """p50/p99 in ms of a latency histogram over these services, since the baseline scrape."""
-    merged: dict[float, float] = {}
-    for service in services:
-        try:
-            now = scrape_histogram(service.metrics(), name)
-        except OSError:
-            continue
-        before = dict(scrape_histogram(baseline.get(service.name, ""), name))
-        for bound, count in now:
-            merged[bound] = merged.get(bound, 0.0) + count - before.get(bound, 0.0)
-    buckets = sorted(merged.items())
-    p50, p99 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.99)
-    return (
-        None if p50 is None else round(p50 * 1000, 1),
-        None if p99 is None else round(p99 * 1000, 1),
-    )
-
-
-def write_report(report: DemoReport, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
