@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Test processes, each with its own stack (tests/conftest.py): waits dominate the suite.
+TEST_WORKERS ?= 2
 STAMP := $(VENV)/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
@@ -26,7 +28,7 @@ demo: venv
 
 test: $(STAMP)
 	@deploy/prereqs.sh --with-test-tools
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

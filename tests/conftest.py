@@ -24,7 +24,10 @@ from bluegreen.core.config import Settings, StackSettings, load_settings
 ROOT = Path(__file__).resolve().parent.parent
 # BLUEGREEN_TEST_PORT_OFFSET=N moves the test stack N ports up (and into its own state
 # folder), so two checkouts can run their suites side by side.
-_OFFSET = int(os.environ.get("BLUEGREEN_TEST_PORT_OFFSET", "0"))
+# Under pytest-xdist (`make test` runs two workers) each worker has its own stack,
+# 200 ports further up per worker (clear of test_stack_lifecycle.py's private stack).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_OFFSET = int(os.environ.get("BLUEGREEN_TEST_PORT_OFFSET", "0")) + 200 * _WORKER
 TEST_STACK = StackSettings(
     state_dir=ROOT / (".bluegreen-test" + (f"-{_OFFSET}" if _OFFSET else "")),
     blue_port=16432 + _OFFSET,
