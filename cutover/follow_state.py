@@ -143,10 +143,3 @@ def write(
         ).format(STATE),
         params,
     )
-
-
-def forget(conn: psycopg.Connection[Any]) -> None:
-    """Drop the state: the next verifier starts with a full pass."""
-    exists = conn.execute("SELECT to_regclass('sync.verify_state')").fetchone()
-    if exists is not None and exists[0] is not None:
-        conn.execute(sql.SQL("DELETE FROM {}").format(STATE))
