@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from bluegreen import control
 from bluegreen.control import WriteRoute
@@ -50,6 +49,7 @@ from bluegreen.core.retry import one_line
 from consumers import touched
 from cutover import fence, follow_state
 from cutover.differences import VerifyReport
+from cutover.follow_parts import Sweep, VerifierLock
 from cutover.verify import blue_aggregates, blue_query, classify, compare, verify
 from producers.snapshot.reader import BlueSnapshot
 from schemas.domain import Domain
@@ -101,8 +101,9 @@ class Follower:
         self.stop = threading.Event()
         self.log = get_logger(service="verify-follow")
         self._tables = False
+        self._lock = VerifierLock(settings.green_dsn, self.stop)
         self._paused = False
-        self._sweep_after: str | None = None  # the sweep's position in key order
+        self._sweep = Sweep(domain, sweep_keys)
         self._watermark_at = time.time()
         metrics.watermark_age_seconds.set_function(lambda: time.time() - self._watermark_at)
 
@@ -137,6 +138,15 @@ class Follower:
             follow_state.create_table(self.settings.green_dsn)
             self._tables = True
 
+    def close(self) -> None:
+        self._lock.close()
+
+    def __enter__(self) -> Follower:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def _resume(self) -> None:
         self._ensure_tables()
         with db.connect(self.settings.green_dsn, autocommit=True) as conn:
@@ -149,21 +159,26 @@ class Follower:
         """Verify every aggregate; the queue rows committed before it are covered by it."""
         started = time.monotonic()
         self._ensure_tables()
-        with db.connect(self.settings.green_dsn, autocommit=True) as conn:
-            touched.clear_through(conn)
+        route = self._writes_on_blue()
+        if route is None:
+            return CycleReport(0, 0, 0, 0, 0, 0.0)
+        lock = self._lock.hold()
+        with lock.transaction():
+            touched.clear_through(lock)
         taken_at = datetime.now(UTC)
         report = verify(
             self.settings, self.domain, wait_for=fence.waiter(self.settings, self.fence_timeout_s)
         )
-        with db.connect(self.settings.green_dsn) as conn:
+        if self._writes_on_blue() != route:
+            return CycleReport(0, 0, 0, 0, 0, 0.0)  # see cycle(): judge nothing
+        with lock.transaction():
             follow_state.write(
-                conn,
+                lock,
                 **self._outcome(report, taken_at),
                 verified=report.skus,
                 follower=self.name,
                 full_pass=(report.skus, report.seconds, report.products + report.listings),
             )
-            conn.commit()
         rows_per_s = report.skus / report.seconds if report.seconds else 0.0
         self.metrics.full_pass_rows_per_second.set(rows_per_s)
         self.log.info(
@@ -179,6 +194,7 @@ class Follower:
     def cycle(self) -> CycleReport:
         started = time.monotonic()
         self._ensure_tables()
+        self._lock.hold()
         with db.connect(self.settings.green_dsn, autocommit=True) as conn:
             state = follow_state.read(conn)
         if state is None:
@@ -197,7 +213,7 @@ class Follower:
             fence.waiter(self.settings, self.fence_timeout_s)(version.lsn)
             with db.connect(self.settings.green_dsn, autocommit=True) as conn:
                 ids, queued, left = touched.read(conn, limit=self.max_keys)
-                sweep = self._sweep_slice(conn, snapshot)
+                sweep = self._sweep.next_slice(conn, snapshot)
             if queued is None or left or len(queued) > self.max_keys:
                 # A TRUNCATE, or more than a recheck is worth (the snapshot's backlog):
                 # every row must be read for the watermark to hold, so verify everything.
@@ -212,12 +228,12 @@ class Follower:
             # Writes moved while we compared: green may hold changes made on green that
             # blue has not yet (no version marks them); judge nothing of this cycle.
             return CycleReport(state.watermark_lsn, 0, 0, len(state.pending), 0, 0.0)
-        with db.connect(self.settings.green_dsn) as conn:
-            touched.delete(conn, ids)
+        lock = self._lock.hold()
+        with lock.transaction():
+            touched.delete(lock, ids)
             follow_state.write(
-                conn, **self._outcome(report, taken_at), verified=len(keys), follower=self.name
+                lock, **self._outcome(report, taken_at), verified=len(keys), follower=self.name
             )
-            conn.commit()
         done = self._observe(report, started, taken_at, rechecked=len(rechecked), swept=len(sweep))
         done.keys = frozenset(keys)
         return done
@@ -239,36 +255,6 @@ class Follower:
             return None
         self._paused = False
         return route
-
-    def _sweep_slice(self, green: Any, snapshot: BlueSnapshot) -> list[str]:
-        """The aggregates of the next slice of the key space, wrapping at the end: the
-        next `sweep_keys` keys of green's first table, and blue's keys in the same range
-        (so an aggregate green lost is swept too). Keys compare in the C collation."""
-        if self.sweep_keys <= 0:
-            return []
-        table = self.domain.verify.tables[0]
-        lo = self._sweep_after or ""
-        query = sql.SQL(
-            'SELECT {key}::text COLLATE "C" AS k FROM {table} WHERE {key}::text COLLATE "C" > %s '
-            "ORDER BY 1 LIMIT %s"
-        ).format(
-            key=sql.Identifier(table.fields[0]), table=sql.Identifier(table.schema, table.table)
-        )
-        found = [str(r[0]) for r in green.execute(query, (lo, self.sweep_keys)).fetchall()]
-        hi = found[-1] if len(found) == self.sweep_keys else None
-        blue_key = sql.Identifier(self.domain.source.aggregate_key)
-        where = sql.SQL('{k}::text COLLATE "C" > {lo}').format(k=blue_key, lo=sql.Literal(lo))
-        if hi is not None:
-            where = sql.SQL('{w} AND {k}::text COLLATE "C" <= {hi}').format(
-                w=where, k=blue_key, hi=sql.Literal(hi)
-            )
-        blue = snapshot.stream(
-            sql.SQL("SELECT DISTINCT {k}::text FROM {t} WHERE {w}").format(
-                k=blue_key, t=self.domain.source.table_sql, w=where
-            )
-        )
-        self._sweep_after = hi
-        return sorted(set(found) | {str(r[0]) for r in blue})
 
     def _outcome(self, report: VerifyReport, taken_at: datetime) -> dict[str, Any]:
         differences = report.differences

@@ -40,6 +40,7 @@ def following(settings: Settings, **options: int | float) -> Iterator[Follower]:
     finally:
         running.stop.set()
         thread.join(30)
+        running.close()
 
 
 def state(settings: Settings) -> follow_state.FollowState | None:
@@ -50,7 +51,8 @@ def state(settings: Settings) -> follow_state.FollowState | None:
 def test_a_change_after_the_full_pass_is_reverified_by_the_next_cycle(
     pipeline: Settings,  # noqa: F811
 ) -> None:
-    first = follower(pipeline, sweep_keys=0).full_pass()
+    with follower(pipeline, sweep_keys=0) as once:
+        first = once.full_pass()
     assert first.full_pass and first.differing == 0 and first.rechecked > 1_000
     with db.connect(pipeline.blue_dsn) as conn:
         sku = conn.execute(
@@ -60,15 +62,30 @@ def test_a_change_after_the_full_pass_is_reverified_by_the_next_cycle(
     assert sku is not None and lsn is not None
     wait_drained(pipeline)
     # A new verifier (a restart): the state and the queue are durable, no full pass.
-    cycle = follower(pipeline, sweep_keys=0).cycle()
+    with follower(pipeline, sweep_keys=0) as restarted:
+        cycle = restarted.cycle()
     assert not cycle.full_pass
     assert cycle.keys == {sku[0]}  # exactly the touched aggregate, nothing else
     assert cycle.differing == 0 and cycle.pending == 0
     assert cycle.watermark_lsn > parse_lsn(lsn[0])
     with db.connect(pipeline.green_dsn, autocommit=True) as conn:
         assert touched.backlog(conn) == 0  # consumed with the watermark
-    idle = follower(pipeline, sweep_keys=0).cycle()
+    with follower(pipeline, sweep_keys=0) as again:
+        idle = again.cycle()
     assert idle.keys == frozenset() and idle.watermark_lsn > cycle.watermark_lsn
+
+
+def test_one_verifier_at_a_time(pipeline: Settings) -> None:  # noqa: F811
+    with follower(pipeline, sweep_keys=0) as first:
+        first.full_pass()
+        second = follower(pipeline, sweep_keys=0)
+        waiting = threading.Thread(target=second.cycle, daemon=True)
+        waiting.start()
+        waiting.join(2.5)
+        assert waiting.is_alive()  # held at the lock while the first one lives
+    waiting.join(30)  # the first one's session ended: the second takes over
+    assert not waiting.is_alive()
+    second.close()
 
 
 def test_the_gate_passes_on_the_watermark_in_seconds(pipeline: Settings) -> None:  # noqa: F811

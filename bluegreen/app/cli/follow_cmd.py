@@ -21,5 +21,6 @@ def follow(settings: Settings, domain: Domain, *, interval_s: float, metrics_por
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _s, _f: follower.stop.set())
     get_logger(service="verify-follow").info("starting", metrics_port=port, interval_s=interval_s)
-    follower.run()
+    with follower:
+        follower.run()
     get_logger(service="verify-follow").info("stopped")
