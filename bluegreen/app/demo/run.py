@@ -151,6 +151,7 @@ class Demo:
         self.report.catch_up_seconds = round(time.monotonic() - started, 2)
         for service in self.services:
             service.check()
+        self.start_reverse()
         self.follow()
         # Latency figures are for the live stream once caught up, not the snapshot's backlog:
         # the consumers record a batch's latencies after its commit, so let the batches that
@@ -161,6 +162,15 @@ class Demo:
         time.sleep(_SETTLE_S)
         self.baseline = {s.name: s.metrics() for s in self.services}
         self.reporter.advance(1)
+
+    def start_reverse(self) -> None:
+        """The reverse direction's services, idle until writes move: started well before,
+        so green's first writes do not wait for a process to start (seconds under load)."""
+        log_dir = self.settings.stack.state_dir / "logs"
+        for name, port in zip(("reverse-cdc", "reverse-apply"), REVERSE_PORTS, strict=True):
+            service = ServiceProcess(self.settings, name, [name], log_dir, port)
+            self.services.append(service)
+            service.wait_metrics()
 
     def follow(self) -> None:
         """Start the continuous verifier and wait for its first full pass: from then on
@@ -203,9 +213,6 @@ class Demo:
 
     def write_story(self) -> None:
         """Writes to green, back, and to green again, under the same load."""
-        log_dir = self.settings.stack.state_dir / "logs"
-        for name, port in zip(("reverse-cdc", "reverse-apply"), REVERSE_PORTS, strict=True):
-            self.services.append(ServiceProcess(self.settings, name, [name], log_dir, port))
         steps = (
             ("writes to green", "write_cutover_pause_ms", self._to_green),
             ("writes back to blue", "write_rollback_pause_ms", self._to_blue),
