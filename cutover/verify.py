@@ -19,7 +19,6 @@ the next round, on a newer snapshot.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -30,10 +29,15 @@ from psycopg import sql
 
 from bluegreen.core import db
 from bluegreen.core.config import Settings
+from cutover import verify_ranges as ranges
+from cutover.canonical import digest_query
 from cutover.differences import Aggregate, Difference, VerifyReport
 from producers.snapshot.reader import BlueSnapshot
-from schemas.domain import Domain, GreenTable, VerifySpec
+from schemas.domain import Domain, VerifySpec
 from schemas.envelope import Version
+
+# Green's texts as canonical.py writes them: ISO dates, in UTC.
+_GREEN_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO"
 
 __all__ = [
     "Difference",
@@ -87,53 +91,6 @@ def blue_aggregates(
         yield current, group
 
 
-def _grouped(cursor: Iterator[tuple[Any, ...]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    current: str | None = None
-    rows: list[tuple[Any, ...]] = []
-    for row in cursor:
-        if row[0] != current:
-            if current is not None:
-                yield current, rows
-            current, rows = row[0], []
-        rows.append(row)
-    if current is not None:
-        yield current, rows
-
-
-def _actual(state: Aggregate, table: GreenTable, rows: list[tuple[Any, ...]]) -> None:
-    held = state.actual.setdefault(table.name, {})
-    for row in rows:
-        values = row[:-1]
-        held[None if table.part is None else values[table.part]] = (
-            table.normalize(values) if table.normalize else tuple(values)
-        )
-        state.newest_lsn = max(state.newest_lsn, row[-1])
-
-
-def _merge(
-    spec: VerifySpec,
-    blue: Iterator[tuple[str, list[dict[str, Any]]]],
-    green: list[Iterator[tuple[str, list[tuple[Any, ...]]]]],
-    version: Version,
-) -> Iterator[Aggregate]:
-    """One Aggregate per key found on either side, in key order (a k-way merge)."""
-    sources: list[Iterator[tuple[str, Any]]] = [blue, *green]
-    heads: list[tuple[str, Any] | None] = [next(s, None) for s in sources]
-    while any(h is not None for h in heads):
-        key = min(h[0] for h in heads if h is not None)
-        state = Aggregate(key)
-        for index, head in enumerate(heads):
-            if head is None or head[0] != key:
-                continue
-            if index == 0:
-                expected = spec.expected(head[1], version)
-                state.expected, state.unmappable = expected.rows, expected.unmappable
-            else:
-                _actual(state, spec.tables[index - 1], head[1])
-            heads[index] = next(sources[index], None)
-        yield state
-
-
 # -- one round ---------------------------------------------------------------------------------
 
 
@@ -172,30 +129,25 @@ def compare(
     spec = domain.verify
     report = VerifyReport(snapshot_lsn=version.lsn)
     differing: list[Aggregate] = []
-    with db.connect(settings.green_dsn, options="-c TimeZone=UTC") as green:
+    with db.connect(settings.green_dsn, options=_GREEN_OPTIONS) as green:
         green.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         params = {"only": sorted(map(str, only))} if only is not None else None
         with ExitStack() as stack:
-            cursors = []
+            digests = []
             for index, table in enumerate(spec.tables):
                 cursor = stack.enter_context(green.cursor(name=f"verify_{index}"))
-                cursor.itersize = 5_000
-                cursor.execute(table.query(only is not None), params)
-                cursors.append(_grouped(cursor))
-            window: list[Aggregate] = []
-            first = spec.tables[0].name
-            for state in _merge(spec, blue, cursors, version):
-                report.skus += 1
-                report.products += len(state.actual.get(first, {}))
-                report.listings += sum(
-                    len(rows) for name, rows in state.actual.items() if name != first
-                )
+                cursor.itersize = 10_000
+                cursor.execute(digest_query(table, only is not None), params)
+                digests.append(iter(cursor))
+            window: list[ranges.Summary] = []
+            for state in ranges.merge(spec, blue, digests, version):
+                ranges.count(report, state, spec.tables)
                 window.append(state)
                 if len(window) >= range_size:
-                    differing += _check_range(window, report, domain)
+                    differing += ranges.check_range(green, window, report, domain)
                     window = []
             if window:
-                differing += _check_range(window, report, domain)
+                differing += ranges.check_range(green, window, report, domain)
         _newest_versions(green, spec, domain.source.aggregate_key, differing)
     return report, differing
 
@@ -215,17 +167,6 @@ def _newest_versions(
     newest: dict[Any, int] = {key: int(lsn) for key, lsn in rows}
     for state in states:
         state.newest_lsn = max(state.newest_lsn, newest.get(state.sku, 0))
-
-
-def _check_range(window: list[Aggregate], report: VerifyReport, domain: Domain) -> list[Aggregate]:
-    report.ranges += 1
-    expected, actual = hashlib.blake2b(), hashlib.blake2b()
-    for state in window:
-        state.digests(domain.verify.tables, expected, actual)
-    if expected.digest() == actual.digest():
-        return []
-    report.ranges_differing += 1
-    return [s for s in window if s.differences(domain.verify, domain.source.table)]
 
 
 def verify(
