@@ -26,7 +26,8 @@ class Difference:
 @dataclass
 class VerifyReport:
     """Figures of one verification. `skus` counts aggregates, `products` the rows of
-    the domain's first green table, `listings` those of the others."""
+    the domain's first green table, `listings` those of the others, `blue_rows` blue's
+    rows read (the source table's)."""
 
     snapshot_lsn: int
     ranges: int = 0
@@ -34,10 +35,16 @@ class VerifyReport:
     skus: int = 0
     products: int = 0
     listings: int = 0
+    blue_rows: int = 0
     differences: list[Difference] = field(default_factory=list)
     unsettled: list[str] = field(default_factory=list)  # changed after every snapshot tried
     rounds: int = 1
     seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        """Blue's rows verified per second (0 before the verification ends)."""
+        return self.blue_rows / self.seconds if self.seconds else 0.0
 
     @property
     def clean(self) -> bool:

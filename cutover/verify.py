@@ -208,6 +208,7 @@ def keep_figures(report: VerifyReport, whole: VerifyReport) -> None:
     """Keep the first round's figures: later rounds recheck a few aggregates."""
     report.ranges, report.skus = whole.ranges, whole.skus
     report.products, report.listings = whole.products, whole.listings
+    report.blue_rows = whole.blue_rows
     report.ranges_differing = whole.ranges_differing
 
 

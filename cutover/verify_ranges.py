@@ -31,6 +31,7 @@ class Summary:
     """One aggregate as the digest pass sees it: blue's expected rows, green's digests."""
 
     sku: str
+    blue_rows: int = 0
     expected: Expected | None = None
     green: dict[str, GreenDigest] = field(default_factory=dict)
 
@@ -67,6 +68,7 @@ def merge(
             if head is None or head[0] != key:
                 continue
             if index == 0:
+                state.blue_rows = len(head[1])
                 state.expected = spec.expected(head[1], version)
             else:
                 state.green[spec.tables[index - 1].name] = head
@@ -77,6 +79,7 @@ def merge(
 def count(report: VerifyReport, state: Summary, tables: Sequence[GreenTable]) -> None:
     """The report's figures: aggregates, rows of the first green table, of the others."""
     report.skus += 1
+    report.blue_rows += state.blue_rows
     for index, table in enumerate(tables):
         found = state.green.get(table.name)
         if found is None:

@@ -73,6 +73,7 @@ class DemoReport:
     verify_differences: int = -1
     verify_reverse_differences: int | None = None  # None: the reverse direction not installed
     verify_seconds: float = 0.0
+    verify_rows_per_second: float = 0.0  # blue rows / verify_seconds, the final verification
     final_phase: str = ""
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0
@@ -266,6 +267,7 @@ class Demo:
         verified = verify(self.settings, CATALOG, wait_for=fence.waiter(self.settings, 300))
         self.report.verify_differences = len(verified.differences) + len(verified.unsettled)
         self.report.verify_seconds = round(verified.seconds, 2)
+        self.report.verify_rows_per_second = round(verified.rows_per_second)
         consumers = [s for s in self.services if s.name.startswith("consume-")]
         self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = _latency(
             consumers, self.baseline, "bluegreen_end_to_end_latency_seconds"
