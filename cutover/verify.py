@@ -19,6 +19,7 @@ the next round, on a newer snapshot.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -29,15 +30,17 @@ from psycopg import sql
 
 from bluegreen.core import db
 from bluegreen.core.config import Settings
+from cutover import verify_parallel as parallel
 from cutover import verify_ranges as ranges
 from cutover.canonical import digest_query
 from cutover.differences import Aggregate, Difference, VerifyReport
 from producers.snapshot.reader import BlueSnapshot
-from schemas.domain import Domain, VerifySpec
+from schemas.domain import Domain, Expected, VerifySpec
 from schemas.envelope import Version
 
 # Green's texts as canonical.py writes them: ISO dates, in UTC.
 _GREEN_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO"
+_HELPER_TIMEOUT_S = 300.0  # the blue helper's longest silence (it sends every 2,000 keys)
 
 __all__ = [
     "Difference",
@@ -57,20 +60,13 @@ __all__ = [
 def blue_query(domain: Domain, only: Collection[Any] | None = None) -> sql.Composed:
     """Blue's rows as a decoded envelope carries them, in aggregate then natural-key order;
     with `only`, those of these aggregates alone (an index lookup, not a scan)."""
-    source = domain.source
-    order = (source.aggregate_key, *(k for k in source.natural_key if k != source.aggregate_key))
     where: sql.Composable = sql.SQL("")
     if only is not None:
         # A literal: a snapshot's replication connection speaks the simple protocol only.
         where = sql.SQL("WHERE {}::text = ANY({}::text[])").format(
-            sql.Identifier(source.aggregate_key), sql.Literal(sorted(map(str, only)))
+            sql.Identifier(domain.source.aggregate_key), sql.Literal(sorted(map(str, only)))
         )
-    return sql.SQL("SELECT {} FROM {} {} ORDER BY {}").format(
-        source.plain_select(),
-        source.table_sql,
-        where,
-        sql.SQL(", ").join(map(sql.Identifier, order)),
-    )
+    return parallel.blue_select(domain, where)
 
 
 def blue_aggregates(
@@ -108,8 +104,21 @@ def _round(
         version = snapshot.version
         if wait_for is not None:
             wait_for(version.lsn)  # green holds every change before the snapshot
-        blue = blue_aggregates(snapshot.stream(blue_query(domain, only)), domain)
-        return compare(settings, domain, blue, version, only=only, range_size=range_size)
+        sides = None
+        if only is None:  # a full pass: blue's upper half on a second core
+            sides = parallel.blue_sides(settings.blue_dsn, domain, snapshot, _HELPER_TIMEOUT_S)
+        if sides is None:
+            blue = blue_aggregates(snapshot.stream(blue_query(domain, only)), domain)
+            return compare(settings, domain, blue, version, only=only, range_size=range_size)
+        return _compare(
+            settings,
+            domain,
+            sides,
+            version,
+            only=None,
+            range_size=range_size,
+            expected_again=functools.partial(parallel.expected_again, snapshot, domain),
+        )
     finally:
         snapshot.close()
 
@@ -126,6 +135,19 @@ def compare(
     """Compare blue's aggregates (as of `version`, in key order) with green as it is now;
     the caller made sure green holds every change before `version`. Returns the figures
     and the aggregates that differ, each with the newest version green holds for it."""
+    return _compare(settings, domain, blue, version, only=only, range_size=range_size)
+
+
+def _compare(
+    settings: Settings,
+    domain: Domain,
+    blue: Iterator[tuple[str, list[dict[str, Any]]] | parallel.Digested],
+    version: Version,
+    *,
+    only: Collection[Any] | None,
+    range_size: int,
+    expected_again: Callable[[list[Any]], dict[Any, Expected]] | None = None,
+) -> tuple[VerifyReport, list[Aggregate]]:
     spec = domain.verify
     report = VerifyReport(snapshot_lsn=version.lsn)
     differing: list[Aggregate] = []
@@ -144,10 +166,10 @@ def compare(
                 ranges.count(report, state, spec.tables)
                 window.append(state)
                 if len(window) >= range_size:
-                    differing += ranges.check_range(green, window, report, domain)
+                    differing += ranges.check_range(green, window, report, domain, expected_again)
                     window = []
             if window:
-                differing += ranges.check_range(green, window, report, domain)
+                differing += ranges.check_range(green, window, report, domain, expected_again)
         _newest_versions(green, spec, domain.source.aggregate_key, differing)
     return report, differing
 

@@ -11,7 +11,7 @@ key) and compared field by field, exactly as without digests.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ import psycopg
 
 from cutover.canonical import digest
 from cutover.differences import Aggregate, VerifyReport
+from cutover.verify_parallel import Digested
 from schemas.domain import Domain, Expected, GreenTable, VerifySpec
 from schemas.envelope import Version
 
@@ -33,25 +34,29 @@ class Summary:
     sku: str
     blue_rows: int = 0
     expected: Expected | None = None
+    digested: Digested | None = None  # blue's side as the helper process digested it
     green: dict[str, GreenDigest] = field(default_factory=dict)
 
-    @property
-    def agrees(self) -> bool:
-        expected = self.expected
-        if expected is None:
-            return not self.green
-        if expected.unmappable:
-            return False  # green can never hold a rejected row: always compared
-        for name, rows in expected.rows.items():
-            found = self.green.get(name)
-            if digest(rows) != (found[1] if found else None):
+    def agrees(self, tables: Sequence[GreenTable]) -> bool:
+        if self.digested is not None:
+            if self.digested.unmappable:
                 return False
-        return all(name in expected.rows for name in self.green)
+            digests = dict(zip((t.name for t in tables), self.digested.digests, strict=True))
+        elif self.expected is not None:
+            if self.expected.unmappable:
+                return False  # green can never hold a rejected row: always compared
+            digests = {name: digest(rows) for name, rows in self.expected.rows.items()}
+        else:
+            return not self.green
+        return all(
+            digests.get(name) == (found[1] if (found := self.green.get(name)) else None)
+            for name in {*digests, *self.green}
+        )
 
 
 def merge(
     spec: VerifySpec,
-    blue: Iterator[tuple[str, list[dict[str, Any]]]],
+    blue: Iterator[tuple[str, list[dict[str, Any]]] | Digested],
     green: Sequence[Iterator[GreenDigest]],
     version: Version,
 ) -> Iterator[Summary]:
@@ -67,7 +72,9 @@ def merge(
         for index, head in enumerate(heads):
             if head is None or head[0] != key:
                 continue
-            if index == 0:
+            if isinstance(head, Digested):
+                state.blue_rows, state.digested = head.blue_rows, head
+            elif index == 0:
                 state.blue_rows = len(head[1])
                 state.expected = spec.expected(head[1], version)
             else:
@@ -91,21 +98,31 @@ def count(report: VerifyReport, state: Summary, tables: Sequence[GreenTable]) ->
 
 
 def check_range(
-    green: psycopg.Connection[Any], window: list[Summary], report: VerifyReport, domain: Domain
+    green: psycopg.Connection[Any],
+    window: list[Summary],
+    report: VerifyReport,
+    domain: Domain,
+    expected_again: Callable[[list[Any]], dict[Any, Expected]] | None = None,
 ) -> list[Aggregate]:
     """The aggregates of a range that differ: none when every digest agrees; otherwise
-    the whole range is read from green and compared row by row."""
+    the whole range is read from green and compared row by row (blue's side of the
+    aggregates a helper process digested is transformed again, `expected_again`)."""
     report.ranges += 1
-    if all(state.agrees for state in window):
+    spec = domain.verify
+    if all(state.agrees(spec.tables) for state in window):
         return []
     report.ranges_differing += 1
-    spec = domain.verify
+    digested = [s.sku for s in window if s.digested is not None]
+    again = expected_again(digested) if digested and expected_again else {}
     states = {}
     for summary in window:
         state = Aggregate(summary.sku)
-        if summary.expected is not None:
-            state.expected = summary.expected.rows
-            state.unmappable = summary.expected.unmappable
+        expected = again.get(summary.sku) if summary.digested else summary.expected
+        if summary.digested is not None and expected is None:
+            raise RuntimeError(f"aggregate {summary.sku!r} not found again at the snapshot")
+        if expected is not None:
+            state.expected = expected.rows
+            state.unmappable = expected.unmappable
         states[summary.sku] = state
     params = {"only": sorted(map(str, states))}
     for table in spec.tables:
