@@ -2,10 +2,13 @@
 
 Blue is read at a consistent snapshot (a temporary slot's, like a snapshot
 worker's) and green in the same key order; both are cut into ranges of aggregates
-(the catalog's SKUs). A range whose two digests agree is done; inside a range that
-differs, green's rows are compared row by row and every difference is named:
-missing (blue has it, green does not), extra (green has it, blue does not),
-different (the fields that differ), unmappable (a blue row the transform rejects).
+(the catalog's SKUs). Green's side is digested by PostgreSQL, one md5 per aggregate
+and table (``cutover.canonical``); blue's side is transformed and digested alike here
+(its upper half by a helper process in a full pass, ``cutover.verify_parallel``). A
+range whose every digest agrees is done; a range that differs is read from green
+row by row and compared field by field, and every difference is named: missing
+(blue has it, green does not), extra (green has it, blue does not), different (the
+fields that differ), unmappable (a blue row the transform rejects).
 
 What is compared is the domain's (``Domain.verify``): which green tables and
 fields, what one aggregate's blue rows should become, where green's versioned
