@@ -2,10 +2,13 @@
 
 Blue is read at a consistent snapshot (a temporary slot's, like a snapshot
 worker's) and green in the same key order; both are cut into ranges of aggregates
-(the catalog's SKUs). A range whose two digests agree is done; inside a range that
-differs, green's rows are compared row by row and every difference is named:
-missing (blue has it, green does not), extra (green has it, blue does not),
-different (the fields that differ), unmappable (a blue row the transform rejects).
+(the catalog's SKUs). Green's side is digested by PostgreSQL, one md5 per aggregate
+and table (``cutover.canonical``); blue's side is transformed and digested alike here
+(its upper half by a helper process in a full pass, ``cutover.verify_parallel``). A
+range whose every digest agrees is done; a range that differs is read from green
+row by row and compared field by field, and every difference is named: missing
+(blue has it, green does not), extra (green has it, blue does not), different (the
+fields that differ), unmappable (a blue row the transform rejects).
 
 What is compared is the domain's (``Domain.verify``): which green tables and
 fields, what one aggregate's blue rows should become, where green's versioned
@@ -19,7 +22,7 @@ the next round, on a newer snapshot.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import ExitStack
@@ -30,10 +33,17 @@ from psycopg import sql
 
 from bluegreen.core import db
 from bluegreen.core.config import Settings
+from cutover import verify_parallel as parallel
+from cutover import verify_ranges as ranges
+from cutover.canonical import digest_query
 from cutover.differences import Aggregate, Difference, VerifyReport
 from producers.snapshot.reader import BlueSnapshot
-from schemas.domain import Domain, GreenTable, VerifySpec
+from schemas.domain import Domain, Expected, VerifySpec
 from schemas.envelope import Version
+
+# Green's texts as canonical.py writes them: ISO dates, in UTC.
+_GREEN_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO"
+_HELPER_TIMEOUT_S = 300.0  # the blue helper's longest silence (it sends every 2,000 keys)
 
 __all__ = [
     "Difference",
@@ -53,20 +63,13 @@ __all__ = [
 def blue_query(domain: Domain, only: Collection[Any] | None = None) -> sql.Composed:
     """Blue's rows as a decoded envelope carries them, in aggregate then natural-key order;
     with `only`, those of these aggregates alone (an index lookup, not a scan)."""
-    source = domain.source
-    order = (source.aggregate_key, *(k for k in source.natural_key if k != source.aggregate_key))
     where: sql.Composable = sql.SQL("")
     if only is not None:
         # A literal: a snapshot's replication connection speaks the simple protocol only.
         where = sql.SQL("WHERE {}::text = ANY({}::text[])").format(
-            sql.Identifier(source.aggregate_key), sql.Literal(sorted(map(str, only)))
+            sql.Identifier(domain.source.aggregate_key), sql.Literal(sorted(map(str, only)))
         )
-    return sql.SQL("SELECT {} FROM {} {} ORDER BY {}").format(
-        source.plain_select(),
-        source.table_sql,
-        where,
-        sql.SQL(", ").join(map(sql.Identifier, order)),
-    )
+    return parallel.blue_select(domain, where)
 
 
 def blue_aggregates(
@@ -87,53 +90,6 @@ def blue_aggregates(
         yield current, group
 
 
-def _grouped(cursor: Iterator[tuple[Any, ...]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
-    current: str | None = None
-    rows: list[tuple[Any, ...]] = []
-    for row in cursor:
-        if row[0] != current:
-            if current is not None:
-                yield current, rows
-            current, rows = row[0], []
-        rows.append(row)
-    if current is not None:
-        yield current, rows
-
-
-def _actual(state: Aggregate, table: GreenTable, rows: list[tuple[Any, ...]]) -> None:
-    held = state.actual.setdefault(table.name, {})
-    for row in rows:
-        values = row[:-1]
-        held[None if table.part is None else values[table.part]] = (
-            table.normalize(values) if table.normalize else tuple(values)
-        )
-        state.newest_lsn = max(state.newest_lsn, row[-1])
-
-
-def _merge(
-    spec: VerifySpec,
-    blue: Iterator[tuple[str, list[dict[str, Any]]]],
-    green: list[Iterator[tuple[str, list[tuple[Any, ...]]]]],
-    version: Version,
-) -> Iterator[Aggregate]:
-    """One Aggregate per key found on either side, in key order (a k-way merge)."""
-    sources: list[Iterator[tuple[str, Any]]] = [blue, *green]
-    heads: list[tuple[str, Any] | None] = [next(s, None) for s in sources]
-    while any(h is not None for h in heads):
-        key = min(h[0] for h in heads if h is not None)
-        state = Aggregate(key)
-        for index, head in enumerate(heads):
-            if head is None or head[0] != key:
-                continue
-            if index == 0:
-                expected = spec.expected(head[1], version)
-                state.expected, state.unmappable = expected.rows, expected.unmappable
-            else:
-                _actual(state, spec.tables[index - 1], head[1])
-            heads[index] = next(sources[index], None)
-        yield state
-
-
 # -- one round ---------------------------------------------------------------------------------
 
 
@@ -151,8 +107,21 @@ def _round(
         version = snapshot.version
         if wait_for is not None:
             wait_for(version.lsn)  # green holds every change before the snapshot
-        blue = blue_aggregates(snapshot.stream(blue_query(domain, only)), domain)
-        return compare(settings, domain, blue, version, only=only, range_size=range_size)
+        sides = None
+        if only is None:  # a full pass: blue's upper half on a second core
+            sides = parallel.blue_sides(settings.blue_dsn, domain, snapshot, _HELPER_TIMEOUT_S)
+        if sides is None:
+            blue = blue_aggregates(snapshot.stream(blue_query(domain, only)), domain)
+            return compare(settings, domain, blue, version, only=only, range_size=range_size)
+        return _compare(
+            settings,
+            domain,
+            sides,
+            version,
+            only=None,
+            range_size=range_size,
+            expected_again=functools.partial(parallel.expected_again, snapshot, domain),
+        )
     finally:
         snapshot.close()
 
@@ -169,33 +138,41 @@ def compare(
     """Compare blue's aggregates (as of `version`, in key order) with green as it is now;
     the caller made sure green holds every change before `version`. Returns the figures
     and the aggregates that differ, each with the newest version green holds for it."""
+    return _compare(settings, domain, blue, version, only=only, range_size=range_size)
+
+
+def _compare(
+    settings: Settings,
+    domain: Domain,
+    blue: Iterator[tuple[str, list[dict[str, Any]]] | parallel.Digested],
+    version: Version,
+    *,
+    only: Collection[Any] | None,
+    range_size: int,
+    expected_again: Callable[[list[Any]], dict[Any, Expected]] | None = None,
+) -> tuple[VerifyReport, list[Aggregate]]:
     spec = domain.verify
     report = VerifyReport(snapshot_lsn=version.lsn)
     differing: list[Aggregate] = []
-    with db.connect(settings.green_dsn, options="-c TimeZone=UTC") as green:
+    with db.connect(settings.green_dsn, options=_GREEN_OPTIONS) as green:
         green.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         params = {"only": sorted(map(str, only))} if only is not None else None
         with ExitStack() as stack:
-            cursors = []
+            digests = []
             for index, table in enumerate(spec.tables):
                 cursor = stack.enter_context(green.cursor(name=f"verify_{index}"))
-                cursor.itersize = 5_000
-                cursor.execute(table.query(only is not None), params)
-                cursors.append(_grouped(cursor))
-            window: list[Aggregate] = []
-            first = spec.tables[0].name
-            for state in _merge(spec, blue, cursors, version):
-                report.skus += 1
-                report.products += len(state.actual.get(first, {}))
-                report.listings += sum(
-                    len(rows) for name, rows in state.actual.items() if name != first
-                )
+                cursor.itersize = 10_000
+                cursor.execute(digest_query(table, only is not None), params)
+                digests.append(iter(cursor))
+            window: list[ranges.Summary] = []
+            for state in ranges.merge(spec, blue, digests, version):
+                ranges.count(report, state, spec.tables)
                 window.append(state)
                 if len(window) >= range_size:
-                    differing += _check_range(window, report, domain)
+                    differing += ranges.check_range(green, window, report, domain, expected_again)
                     window = []
             if window:
-                differing += _check_range(window, report, domain)
+                differing += ranges.check_range(green, window, report, domain, expected_again)
         _newest_versions(green, spec, domain.source.aggregate_key, differing)
     return report, differing
 
@@ -215,17 +192,6 @@ def _newest_versions(
     newest: dict[Any, int] = {key: int(lsn) for key, lsn in rows}
     for state in states:
         state.newest_lsn = max(state.newest_lsn, newest.get(state.sku, 0))
-
-
-def _check_range(window: list[Aggregate], report: VerifyReport, domain: Domain) -> list[Aggregate]:
-    report.ranges += 1
-    expected, actual = hashlib.blake2b(), hashlib.blake2b()
-    for state in window:
-        state.digests(domain.verify.tables, expected, actual)
-    if expected.digest() == actual.digest():
-        return []
-    report.ranges_differing += 1
-    return [s for s in window if s.differences(domain.verify, domain.source.table)]
 
 
 def verify(
@@ -267,6 +233,7 @@ def keep_figures(report: VerifyReport, whole: VerifyReport) -> None:
     """Keep the first round's figures: later rounds recheck a few aggregates."""
     report.ranges, report.skus = whole.ranges, whole.skus
     report.products, report.listings = whole.products, whole.listings
+    report.blue_rows = whole.blue_rows
     report.ranges_differing = whole.ranges_differing
 
 

@@ -3,13 +3,14 @@ the transform of blue's rows, one SKU at a time.
 
 The compared fields are those of the transform's ``Product`` and ``Listing`` (the
 green rows it derives), so the queries, the expected rows and the reported field
-names come from one declaration. Attributes are compared as key-sorted JSON.
+names come from one declaration. Attributes are compared as canonical JSON in jsonb's own key order.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from bluegreen.core.errors import TransformError
@@ -21,9 +22,31 @@ from schemas.envelope import Version
 _PRODUCT_FIELDS = tuple(f.name for f in fields(Product))
 _LISTING_FIELDS = tuple(f.name for f in fields(Listing))
 _ATTRIBUTES = _PRODUCT_FIELDS.index("attributes")
+# A row's compared values in field order, in one call (a tuple, as green's rows come).
+_product_values = attrgetter(*_PRODUCT_FIELDS)
+_listing_values = attrgetter(*_LISTING_FIELDS)
 
-# Attributes compared as key-sorted JSON; one encoder, not one per json.dumps call.
-_canonical_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+# Attributes compared as canonical JSON, written exactly as PostgreSQL prints a jsonb
+# (keys by length, then bytes; ", " and ": "), so that green's digest can be computed in
+# SQL from ``attributes::text`` (``cutover.canonical``). One encoder, not one per call.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _jsonb_key(key: Any) -> tuple[int, bytes]:
+    encoded = str(key).encode()
+    return (len(encoded), encoded)
+
+
+def _jsonb_order(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonb_order(value[k]) for k in sorted(value, key=_jsonb_key)}
+    if isinstance(value, list):
+        return [_jsonb_order(item) for item in value]
+    return value
+
+
+def _canonical_json(value: Any) -> str:
+    return _encode(_jsonb_order(value))
 
 
 def _product_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -46,10 +69,8 @@ def expected(rows: list[dict[str, Any]], version: Version) -> Expected:
     product = derive_product(upserts)
     products: dict[Any, tuple[Any, ...]] = {}
     if product is not None:
-        products[None] = _product_row(tuple(getattr(product, f) for f in _PRODUCT_FIELDS))
-    listings = {
-        u.channel: tuple(getattr(listing_of(u), f) for f in _LISTING_FIELDS) for u in upserts
-    }
+        products[None] = _product_row(_product_values(product))
+    listings = {u.channel: _listing_values(listing_of(u)) for u in upserts}
     return Expected({PRODUCTS.name: products, LISTINGS.name: listings}, unmappable)
 
 

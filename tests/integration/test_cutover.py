@@ -16,7 +16,7 @@ from bluegreen.core.config import ConsumerSettings, Settings, SnapshotSettings
 from bluegreen.core.kafka import ensure_topic, make_producer
 from bluegreen.core.metrics import Metrics
 from consumers.gauges import MigrationGauges
-from cutover import fence, switch
+from cutover import fence, switch, verify_parallel
 from cutover.verify import verify
 from producers.snapshot import service as snapshot
 from schemas.catalog import CATALOG, SOURCE
@@ -333,3 +333,48 @@ def test_status_json_reports_the_release_window_figures(pipeline: Settings) -> N
     assert set(data["consumer_lag"]) == {str(p) for p in range(6)}
     assert data["dlq_open"] == 0
     assert data["slot"]["active"] is True
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-process", "blue-halves"])
+def test_verification_names_every_difference_whichever_process_read_blue(
+    pipeline: Settings, monkeypatch: pytest.MonkeyPatch, split: bool
+) -> None:
+    # Split: blue's upper half of the SKUs is read and digested by the helper process.
+    monkeypatch.setattr(verify_parallel, "SPLIT_MIN_ROWS", 100 if split else 10**12)
+    splits: list[Any] = []
+    split_key = verify_parallel.split_key
+
+    def spied(snapshot: Any, domain: Any) -> Any:
+        splits.append(split_key(snapshot, domain))
+        return splits[-1]
+
+    monkeypatch.setattr(verify_parallel, "split_key", spied)
+    clean = verify(pipeline, CATALOG, wait_for=fence.waiter(pipeline, 30), range_size=100)
+    assert (splits[0] is not None) == split
+    assert clean.clean and clean.ranges_differing == 0
+    assert clean.blue_rows == 3_000 and clean.listings == 3_000
+    with db.connect(pipeline.green_dsn) as conn:
+        first = conn.execute(
+            "UPDATE catalog.channel_listing SET stock = stock + 1 WHERE (sku, channel) IN "
+            "(SELECT sku, channel FROM catalog.channel_listing ORDER BY sku LIMIT 1) "
+            "RETURNING sku, channel"
+        ).fetchone()
+        last = conn.execute(
+            'UPDATE catalog.product SET attributes = attributes || \'{"color": "Pink"}\' '
+            "WHERE sku = (SELECT max(sku) FROM catalog.product) RETURNING sku"
+        ).fetchone()
+        gone = conn.execute(
+            "DELETE FROM catalog.channel_listing WHERE (sku, channel) IN "
+            "(SELECT sku, channel FROM catalog.channel_listing ORDER BY sku DESC OFFSET 9 LIMIT 1)"
+            " RETURNING sku, channel"
+        ).fetchone()
+    assert first and last and gone
+    report = verify(pipeline, CATALOG, wait_for=fence.waiter(pipeline, 30), range_size=100)
+    found = {(d.sku, d.kind, d.table, d.channel, d.fields) for d in report.differences}
+    assert found == {
+        (first[0], "different", "channel_listing", first[1], ("stock",)),
+        (last[0], "different", "product", None, ("attributes",)),
+        (gone[0], "missing", "channel_listing", gone[1], ()),
+    }
+    assert (report.skus, report.blue_rows) == (clean.skus, clean.blue_rows)
+    assert 1 <= report.ranges_differing <= 3

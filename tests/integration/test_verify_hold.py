@@ -17,6 +17,7 @@ from cutover.verify_hold import held_round, verify_holding
 from schemas.catalog import CATALOG
 from schemas.catalog.transform import CHANNEL_CURRENCY
 from tests.integration.test_cutover import pipeline  # noqa: F401 - the fixture
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +71,14 @@ def hot_sku(settings: Settings) -> str:
 def test_a_held_round_judges_a_key_that_changes_all_the_time(pipeline: Settings) -> None:  # noqa: F811
     sku = hot_sku(pipeline)
     with hammering(pipeline, sku) as hammer:
-        before = hammer.updates
+        before = wait_until(lambda: hammer.updates, "the writer's first update", 10)
         report, differing = held_round(pipeline, CATALOG, [sku], fence.waiter(pipeline, 30))
         classify(report, differing, CATALOG)
-        after = hammer.updates
+        # The writer goes on after the round (its update held by the round lands then).
+        wait_until(lambda: hammer.updates > before, "the writer's updates after the round", 10)
     # Its rows could not change while held: the key is judged, and it is equal.
     assert report.unsettled == [] and report.differences == []
     assert report.skus == 1
-    assert after > before  # the writer went on around the round
     assert hammer.errors == []  # held writers wait; they do not fail
 
 

@@ -14,6 +14,7 @@ from bluegreen.app.cli import follow_cmd, write_switch_cmd
 from bluegreen.app.cli.context import cli_context
 from bluegreen.core import db, kafka
 from bluegreen.core.metrics import Metrics
+from bluegreen.core.runtime import tune_for_throughput
 from cutover import fence, gates, switch
 from cutover.verify import VerifyReport, verify
 from cutover.verify_reverse import verify_reverse
@@ -102,6 +103,7 @@ def verify_cmd(
     --follow it keeps verifying until SIGTERM/SIGINT (see the README, Verification).
     """
     settings, domain = cli_context(ctx).settings, cli_context(ctx).domain
+    tune_for_throughput()  # a full pass allocates millions of short-lived objects
     if follow:
         follow_cmd.follow(settings, domain, interval_s=interval, metrics_port=metrics_port)
         return
@@ -164,6 +166,7 @@ def cutover_cmd(
     gate is named with its figure), 3 when the write switch aborted (writes on blue).
     """
     settings = cli_context(ctx).settings
+    tune_for_throughput()  # the verification gate's full pass, as `verify`
     if writes:
         if force:
             typer.echo(

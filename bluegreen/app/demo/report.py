@@ -49,6 +49,7 @@ class DemoReport:
     verify_differences: int = -1
     verify_reverse_differences: int | None = None  # None: the reverse direction not installed
     verify_seconds: float = 0.0
+    verify_rows_per_second: float = 0.0  # blue rows / verify_seconds, the final verification
     final_phase: str = ""
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     total_seconds: float = 0.0

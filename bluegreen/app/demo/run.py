@@ -259,6 +259,7 @@ class Demo:
         verified = verify(self.settings, CATALOG, wait_for=fence.waiter(self.settings, 300))
         self.report.verify_differences = len(verified.differences) + len(verified.unsettled)
         self.report.verify_seconds = round(verified.seconds, 2)
+        self.report.verify_rows_per_second = round(verified.rows_per_second)
         consumers = [s for s in self.services if s.name.startswith("consume-")]
         self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = latency(
             consumers, self.baseline, "bluegreen_end_to_end_latency_seconds"
