@@ -65,6 +65,7 @@ def test_green_tables_are_created_and_constrained(settings: Settings) -> None:
             "catalog.channel_listing",
             "sync.listing_record",
             "sync.apply_position",
+            "sync.verify_queue",  # the keys each batch touched, for `verify --follow`
         }
         with pytest.raises(Exception, match="listing_record_live_check"):
             conn.execute(
