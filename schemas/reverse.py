@@ -14,6 +14,9 @@ and HEARTBEAT_PREFIX). The Kafka key is the aggregate key as text, so one aggreg
 stays on one partition and in commit order.
 
 Framing: one version byte, then the Avro binary body (schemaless, parsed once).
+Version 2 adds ``xid``, the green transaction's id: the applier reads green's state in
+a snapshot that sees it (a transaction's commit is decoded once its WAL is flushed,
+a moment before other sessions can see it). Version 1 messages still decode (xid 0).
 """
 
 from __future__ import annotations
@@ -27,27 +30,42 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from bluegreen.core.errors import SerializationError
 from schemas.envelope import Op, Version
 
-VERSION = 1
-_HEADER = bytes([0xB6, VERSION])  # 0xB6: "bluegreen reverse"; then the schema version
+VERSION = 2
+_MAGIC = 0xB6  # "bluegreen reverse"; then the schema version
+_HEADER = bytes([_MAGIC, VERSION])
 
-SCHEMA = parse_schema(
-    {
-        "type": "record",
-        "name": "GreenChange",
-        "namespace": "bluegreen.reverse",
-        "doc": "An aggregate green changed in one transaction, or a control message.",
-        "fields": [
-            {"name": "key", "type": "string", "doc": "aggregate key as text ('' for control)"},
-            {"name": "table", "type": "string", "doc": "schema.table of green ('' for control)"},
-            {"name": "op", "type": "string", "doc": "c u d t m, as schemas.envelope.Op"},
-            {"name": "lsn", "type": "long", "doc": "commit LSN of the green transaction"},
-            {"name": "seq", "type": "int", "doc": "position of the change in it, from 1"},
-            {"name": "ts_ms", "type": "long", "doc": "green commit time, ms since epoch"},
-            {"name": "prefix", "type": ["null", "string"], "default": None},
-            {"name": "content", "type": ["null", "string"], "default": None},
-        ],
-    }
-)
+_FIELDS_V1: list[dict[str, Any]] = [
+    {"name": "key", "type": "string", "doc": "aggregate key as text ('' for control)"},
+    {"name": "table", "type": "string", "doc": "schema.table of green ('' for control)"},
+    {"name": "op", "type": "string", "doc": "c u d t m, as schemas.envelope.Op"},
+    {"name": "lsn", "type": "long", "doc": "commit LSN of the green transaction"},
+    {"name": "seq", "type": "int", "doc": "position of the change in it, from 1"},
+    {"name": "ts_ms", "type": "long", "doc": "green commit time, ms since epoch"},
+    {"name": "prefix", "type": ["null", "string"], "default": None},
+    {"name": "content", "type": ["null", "string"], "default": None},
+]
+_XID: dict[str, Any] = {
+    "name": "xid",
+    "type": "long",
+    "default": 0,
+    "doc": "green's transaction id (32 bits, as pgoutput's Begin sends it); 0: none",
+}
+
+
+def _schema(fields: list[dict[str, Any]]) -> Any:
+    return parse_schema(
+        {
+            "type": "record",
+            "name": "GreenChange",
+            "namespace": "bluegreen.reverse",
+            "doc": "An aggregate green changed in one transaction, or a control message.",
+            "fields": fields,
+        }
+    )
+
+
+SCHEMA = _schema([*_FIELDS_V1, _XID])
+_SCHEMAS = {1: _schema(_FIELDS_V1), VERSION: SCHEMA}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +77,7 @@ class GreenChange:
     ts_ms: int
     prefix: str | None = None  # op m: the logical message's prefix
     content: str | None = None  # op m: its content (a fence id, a timestamp)
+    xid: int = 0  # the green transaction's id (rows); 0 when unknown
 
 
 def encode(change: GreenChange) -> bytes:
@@ -73,18 +92,19 @@ def encode(change: GreenChange) -> bytes:
         "ts_ms": change.ts_ms,
         "prefix": change.prefix,
         "content": change.content,
+        "xid": change.xid,
     }
     schemaless_writer(out, SCHEMA, record)
     return out.getvalue()
 
 
 def decode(data: bytes | None) -> GreenChange:
-    if data is None or data[:2] != _HEADER:
+    if data is None or len(data) < 2 or data[0] != _MAGIC or data[1] not in _SCHEMAS:
         raise SerializationError("not a reverse-stream message (bad or missing header)")
     stream = io.BytesIO(data)
     stream.seek(len(_HEADER))
     try:
-        record = schemaless_reader(stream, SCHEMA, None)
+        record = schemaless_reader(stream, _SCHEMAS[data[1]], None)
     except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeDecodeError...
         raise SerializationError(f"corrupt reverse message: {type(exc).__name__}: {exc}") from exc
     if not isinstance(record, dict) or stream.tell() != len(data):
@@ -97,4 +117,5 @@ def decode(data: bytes | None) -> GreenChange:
         ts_ms=record["ts_ms"],
         prefix=record["prefix"],
         content=record["content"],
+        xid=record.get("xid", 0),
     )

@@ -8,7 +8,8 @@ holds every aggregate key the applier wrote, with the newest green LSN it reflec
 ``rollback --writes`` re-snapshots exactly those keys into green, then clears them.
 
 One transaction per batch, state-based: lock the batch's partitions, read the touched
-aggregates' current state from green (one query), read their blue rows (FOR UPDATE),
+aggregates' current state from green (one query, in a snapshot that sees every green
+transaction of the batch: see ``_VISIBLE``), read their blue rows (FOR UPDATE),
 compute the domain's inverse, and write only the difference (upserts on the natural
 key, then deletes: each one executemany, pipelined); then the touched keys and the
 positions. The newest read always wins: a replay writes nothing new, and order within
@@ -17,6 +18,7 @@ a key does not matter.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +43,24 @@ CREATE TABLE IF NOT EXISTS bluegreen_sync.reverse_touched (
 );
 """
 _RECORD = positions.record_statement(positions.REVERSE)
+
+# A green transaction is decoded (and can reach this applier) as soon as its commit
+# record is flushed to WAL, a moment *before* other sessions see it: the backend
+# leaves the proc array after the flush. A state read in that moment would miss the
+# very change it was sent for, and the applier would move past it: the write lost in
+# blue. So green's state is read in a REPEATABLE READ snapshot in which every
+# transaction of the batch is visible (pg_visible_in_snapshot; the 32-bit xids
+# pgoutput sends are widened to xid8 with the snapshot's epoch), taken again until
+# it is. Counts the batch's transactions the snapshot does not see yet.
+_VISIBLE = """
+SELECT count(*) FILTER (WHERE NOT pg_visible_in_snapshot((
+           (floor(m.xmax / 4294967296) - CASE WHEN x > mod(m.xmax, 4294967296) THEN 1 ELSE 0 END)
+           * 4294967296 + x)::text::xid8, m.snap))
+FROM (SELECT s AS snap, pg_snapshot_xmax(s)::text::numeric AS xmax
+      FROM pg_current_snapshot() AS s) AS m,
+     unnest(%(xids)s::bigint[]) AS x
+"""
+VISIBLE_WAIT_S = 5.0  # a decoded transaction not visible by then: a doubt, the batch is retried
 _TOUCH = sql.SQL("""
 INSERT INTO bluegreen_sync.reverse_touched AS t (key, lsn)
 SELECT * FROM unnest(%(keys)s::text[], %(lsns)s::bigint[])
@@ -69,6 +89,7 @@ class ReverseBatch:
     progress: dict[int, PartitionProgress] = field(default_factory=dict)
     expected: dict[int, int] = field(default_factory=dict)
     green_commit_ms: list[int] = field(default_factory=list)
+    xids: set[int] = field(default_factory=set)  # green transactions of the touched keys
     size: int = 0
 
 
@@ -159,6 +180,8 @@ class BlueWriter:
                 self._green = db.connect(self._green_dsn, connect_timeout=5, autocommit=True)
             except psycopg.OperationalError as exc:
                 raise GreenUnavailableError(str(exc)) from exc
+            self._green.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            self._green.read_only = True
         return self._blue, self._green
 
     def apply(self, batch: ReverseBatch) -> Applied:
@@ -186,7 +209,7 @@ class BlueWriter:
         upserted = deleted = 0
         if batch.keys:
             keys = sorted(batch.keys)
-            upserted, deleted = self._write(blue, green, keys)
+            upserted, deleted = self._write(blue, green, keys, batch.xids)
             blue.execute(_TOUCH, {"keys": keys, "lsns": [batch.keys[k] for k in keys]})
         for partition, progress in sorted(batch.progress.items()):
             fence = progress.fence
@@ -204,15 +227,33 @@ class BlueWriter:
             )
         return Applied(len(batch.keys), upserted, deleted)
 
+    def _green_state(
+        self, green: psycopg.Connection, keys: list[str], xids: set[int]
+    ) -> list[tuple[Any, ...]]:
+        """The touched aggregates' rows in green, in a snapshot that sees `xids`."""
+        spec = self._spec
+        deadline = time.monotonic() + VISIBLE_WAIT_S
+        try:
+            while True:
+                with green.transaction():  # REPEATABLE READ: one snapshot for both reads
+                    row = green.execute(_VISIBLE, {"xids": sorted(xids)}).fetchone()
+                    if row is None or not row[0]:
+                        return green.execute(spec.green_query, {"keys": keys}).fetchall()
+                if time.monotonic() > deadline:
+                    raise GreenUnavailableError(
+                        f"{row[0]} decoded green transaction(s) still not visible after "
+                        f"{VISIBLE_WAIT_S:.0f}s"
+                    )
+                time.sleep(0.002)
+        except psycopg.OperationalError as exc:
+            raise GreenUnavailableError(str(exc)) from exc
+
     def _write(
-        self, blue: psycopg.Connection, green: psycopg.Connection, keys: list[str]
+        self, blue: psycopg.Connection, green: psycopg.Connection, keys: list[str], xids: set[int]
     ) -> tuple[int, int]:
         spec = self._spec
         assert spec.aggregates is not None and spec.inverse is not None  # checked at start
-        try:
-            found = green.execute(spec.green_query, {"keys": keys}).fetchall()
-        except psycopg.OperationalError as exc:
-            raise GreenUnavailableError(str(exc)) from exc
+        found = self._green_state(green, keys, xids)
         states = spec.aggregates(keys, found)
         cursor = blue.cursor(row_factory=psycopg.rows.dict_row)
         rows = cursor.execute(self._sql.read, {"keys": keys}).fetchall()

@@ -160,6 +160,8 @@ class ReverseApplyService:
             elif change.op in _ROW_OPS and change.key:
                 lsn = change.version.lsn
                 batch.keys[change.key] = max(batch.keys.get(change.key, 0), lsn)
+                if change.xid:
+                    batch.xids.add(change.xid)
                 progress.src_lsn = max(progress.src_lsn, lsn)
                 progress.src_ts_ms = max(progress.src_ts_ms, change.ts_ms)
                 batch.green_commit_ms.append(change.ts_ms)

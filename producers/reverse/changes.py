@@ -133,6 +133,7 @@ class GreenChangeBuilder:
                 ts_ms,
                 prefix=item.prefix,
                 content=item.content,
+                xid=txn.xid,
             )
             actions.append(Everywhere(change) if item.broadcast else Keyed(change))
         actions.append(TxnEnd(message.end_lsn, message.commit_ts_us // 1000, skipped))

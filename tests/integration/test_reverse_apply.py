@@ -166,6 +166,35 @@ def test_a_zombie_batch_with_a_stale_offset_applies_nothing(rev: Settings) -> No
         assert set(touched_keys(conn)) == {first}
 
 
+def test_green_state_is_read_only_once_the_batch_s_transactions_are_visible(
+    rev: Settings,
+) -> None:
+    """A commit is decoded once its WAL is flushed, a moment before other sessions see
+    it: the applier must not read green's state before then (it would miss the change
+    and move past it). An open transaction stands in for that moment."""
+    _claimed(rev)
+    sku = skus(rev, ALL_THREE)[0]
+    writer = BlueWriter(rev.blue_dsn, rev.green_dsn, rev.kafka.reverse_topic, _spec(), 4)
+    green = db.connect(rev.green_dsn)
+    try:
+        green.execute("UPDATE catalog.product SET name = 'Not yet seen' WHERE sku = %s", (sku,))
+        xid = int(green.execute("SELECT txid_current() % 4294967296").fetchone()[0])  # type: ignore[index]
+        batch = _batch({sku: 1}, expected=0, next_offset=1)
+        batch.xids.add(xid)
+        applying = threading.Thread(target=writer.apply, args=(batch,), daemon=True)
+        applying.start()
+        applying.join(0.5)
+        assert applying.is_alive()  # waiting for the transaction to become visible
+        green.commit()
+        applying.join(10)
+        assert not applying.is_alive()
+    finally:
+        green.close()
+        writer.close()
+    assert blue_rows(rev, sku)["US"]["name"] == "Not yet seen"
+    assert blue_positions(rev) == {0: 1}
+
+
 def test_blue_transactions_carry_the_reverse_origin(rev: Settings) -> None:
     _claimed(rev)
     sku = skus(rev, ALL_THREE)[0]

@@ -87,6 +87,7 @@ def test_one_event_per_aggregate_and_table_with_the_last_op() -> None:
     ]
     first = actions[1].change
     assert first.version == Version(LSN, 1) and first.ts_ms == TS_US // 1000
+    assert {a.change.xid for a in actions[1:-1]} == {7}  # the applier waits until it sees it
     assert actions[-1].end_lsn == LSN + 64 and not actions[-1].skipped
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from fastavro import schemaless_writer
 
 from bluegreen.core.errors import SerializationError
 from schemas import reverse
@@ -10,7 +13,9 @@ from schemas.envelope import Op, Version
 
 
 def test_a_row_change_and_a_fence_round_trip() -> None:
-    row = reverse.GreenChange("SKU-1", "catalog.product", Op.UPDATE, Version(1 << 40, 3), 17)
+    row = reverse.GreenChange(
+        "SKU-1", "catalog.product", Op.UPDATE, Version(1 << 40, 3), 17, xid=4_000_000_000
+    )
     fence = reverse.GreenChange(
         "", "", Op.MESSAGE, Version(99, 1), 18, prefix="bluegreen.fence", content="f-1"
     )
@@ -28,3 +33,13 @@ def test_trailing_bytes_are_refused() -> None:
     change = reverse.GreenChange("k", "t", Op.DELETE, Version(1, 1), 1)
     with pytest.raises(SerializationError):
         reverse.decode(reverse.encode(change) + b"\x00")
+
+
+def test_a_version_1_message_still_decodes_without_a_transaction_id() -> None:
+    record = {"key": "k", "table": "t", "op": "u", "lsn": 5, "seq": 1, "ts_ms": 2}
+    record |= {"prefix": None, "content": None}
+    out = io.BytesIO()
+    schemaless_writer(out, reverse._SCHEMAS[1], record)
+    decoded = reverse.decode(bytes([0xB6, 1]) + out.getvalue())
+    assert decoded == reverse.GreenChange("k", "t", Op.UPDATE, Version(5, 1), 2)
+    assert decoded.xid == 0
