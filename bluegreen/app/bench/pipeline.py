@@ -18,11 +18,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from bluegreen.app.demo.load import WriteLoad
-from bluegreen.app.demo.services import ServiceProcess
+from bluegreen.app.demo.services import ServiceProcess, latency_ms
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
-from bluegreen.core.metrics import Metrics, histogram_quantile, scrape_histogram
+from bluegreen.core.metrics import Metrics
 from cutover import fence
 from producers.snapshot import service as snapshot
 from schemas.catalog import SOURCE
@@ -84,23 +84,6 @@ def _green_holds_everything(settings: Settings, timeout_s: float) -> None:
         raise BluegreenError(f"green did not catch up in {timeout_s:.0f}s: {progress.behind}")
 
 
-def _quantiles_ms(
-    services: list[ServiceProcess], baselines: dict[str, str], name: str
-) -> tuple[float | None, float | None]:
-    """p50/p99 (ms) of a latency histogram over these services since the baseline scrape."""
-    merged: dict[float, float] = {}
-    for service in services:
-        before = dict(scrape_histogram(baselines[service.name], name))
-        for bound, count in scrape_histogram(service.metrics(), name):
-            merged[bound] = merged.get(bound, 0.0) + count - before.get(bound, 0.0)
-    buckets = sorted(merged.items())
-    p50, p99 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.99)
-    return (
-        None if p50 is None else round(p50 * 1000, 1),
-        None if p99 is None else round(p99 * 1000, 1),
-    )
-
-
 def run(
     settings: Settings, products: int, *, write_rate: float, seconds: float, consumers: int
 ) -> BenchReport:
@@ -144,10 +127,10 @@ def run(
         writes.stop.set()
         writes.join(30)
         _green_holds_everything(settings, timeout_s=300)
-        report.cdc_latency_p50_ms, report.cdc_latency_p99_ms = _quantiles_ms(
+        report.cdc_latency_p50_ms, report.cdc_latency_p99_ms = latency_ms(
             appliers, baselines, "bluegreen_end_to_end_latency_seconds"
         )
-        report.capture_latency_p50_ms, report.capture_latency_p99_ms = _quantiles_ms(
+        report.capture_latency_p50_ms, report.capture_latency_p99_ms = latency_ms(
             [cdc], baselines, "bluegreen_cdc_commit_to_ack_seconds"
         )
     finally:

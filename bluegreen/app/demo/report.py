@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bluegreen.app.demo.services import ServiceProcess
-from bluegreen.core.metrics import histogram_quantile, scrape_histogram
-
 
 @dataclass
 class DemoReport:
@@ -56,27 +53,6 @@ class DemoReport:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def latency(
-    services: list[ServiceProcess], baseline: dict[str, str], name: str
-) -> tuple[float | None, float | None]:
-    """p50/p99 in ms of a latency histogram over these services, since the baseline scrape."""
-    merged: dict[float, float] = {}
-    for service in services:
-        try:
-            now = scrape_histogram(service.metrics(), name)
-        except OSError:
-            continue
-        before = dict(scrape_histogram(baseline.get(service.name, ""), name))
-        for bound, count in now:
-            merged[bound] = merged.get(bound, 0.0) + count - before.get(bound, 0.0)
-    buckets = sorted(merged.items())
-    p50, p99 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.99)
-    return (
-        None if p50 is None else round(p50 * 1000, 1),
-        None if p99 is None else round(p99 * 1000, 1),
-    )
 
 
 def write_report(report: DemoReport, path: Path) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from bluegreen import control
 from bluegreen.app.demo.app_writes import AppWriteLoad, missing
 from bluegreen.app.demo.load import ReadLoad
-from bluegreen.app.demo.report import DemoReport, latency
-from bluegreen.app.demo.services import ServiceProcess
+from bluegreen.app.demo.report import DemoReport
+from bluegreen.app.demo.services import ServiceProcess, latency_ms
 from bluegreen.core import db
 from bluegreen.core.config import Settings
 from bluegreen.core.errors import BluegreenError
@@ -261,18 +261,18 @@ class Demo:
         self.report.verify_seconds = round(verified.seconds, 2)
         self.report.verify_rows_per_second = round(verified.rows_per_second)
         consumers = [s for s in self.services if s.name.startswith("consume-")]
-        self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = latency(
-            consumers, self.baseline, "bluegreen_end_to_end_latency_seconds"
+        self.report.cdc_latency_p50_ms, self.report.cdc_latency_p99_ms = latency_ms(
+            consumers, self.baseline, "bluegreen_end_to_end_latency_seconds", skip_gone=True
         )
-        self.report.capture_latency_p50_ms, self.report.capture_latency_p99_ms = latency(
-            self.services[:1], self.baseline, "bluegreen_cdc_commit_to_ack_seconds"
+        self.report.capture_latency_p50_ms, self.report.capture_latency_p99_ms = latency_ms(
+            self.services[:1], self.baseline, "bluegreen_cdc_commit_to_ack_seconds", skip_gone=True
         )
         reverse = [s for s in self.services if s.name == "reverse-apply"]
-        self.report.reverse_latency_p50_ms, self.report.reverse_latency_p99_ms = latency(
-            reverse, self.baseline, "bluegreen_reverse_latency_seconds"
+        self.report.reverse_latency_p50_ms, self.report.reverse_latency_p99_ms = latency_ms(
+            reverse, self.baseline, "bluegreen_reverse_latency_seconds", skip_gone=True
         )
-        _, self.report.batch_apply_p99_ms = latency(
-            consumers, self.baseline, "bluegreen_consumer_batch_apply_seconds"
+        _, self.report.batch_apply_p99_ms = latency_ms(
+            consumers, self.baseline, "bluegreen_consumer_batch_apply_seconds", skip_gone=True
         )
         with db.connect(self.settings.control_dsn) as conn:
             self.report.final_phase = control.phase(conn).value

@@ -13,6 +13,7 @@ from pathlib import Path
 from bluegreen.app.stack import processes
 from bluegreen.core.config import Settings, as_environment
 from bluegreen.core.errors import BluegreenError
+from bluegreen.core.metrics import histogram_quantile, scrape_histogram
 
 
 class ServiceProcess:
@@ -78,3 +79,32 @@ class ServiceProcess:
                 self.proc.wait(10)
         self._log.close()
         return int(self.proc.returncode or 0)
+
+
+def latency_ms(
+    services: list[ServiceProcess],
+    baselines: dict[str, str],
+    name: str,
+    *,
+    skip_gone: bool = False,
+) -> tuple[float | None, float | None]:
+    """p50/p99 in ms of a latency histogram over these services, since each one's
+    baseline scrape (none: since it started). With `skip_gone`, a service that no longer
+    answers is left out instead of failing the report."""
+    merged: dict[float, float] = {}
+    for service in services:
+        try:
+            now = scrape_histogram(service.metrics(), name)
+        except OSError:
+            if not skip_gone:
+                raise
+            continue
+        before = dict(scrape_histogram(baselines.get(service.name, ""), name))
+        for bound, count in now:
+            merged[bound] = merged.get(bound, 0.0) + count - before.get(bound, 0.0)
+    buckets = sorted(merged.items())
+    p50, p99 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.99)
+    return (
+        None if p50 is None else round(p50 * 1000, 1),
+        None if p99 is None else round(p99 * 1000, 1),
+    )
