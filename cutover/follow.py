@@ -50,7 +50,7 @@ from consumers import touched
 from cutover import fence, follow_state
 from cutover.differences import VerifyReport
 from cutover.follow_parts import Sweep, VerifierLock
-from cutover.verify import blue_aggregates, blue_query, classify, compare, verify
+from cutover.verify import blue_aggregates, blue_query, blue_snapshot, classify, compare, verify
 from producers.snapshot.reader import BlueSnapshot
 from schemas.domain import Domain
 
@@ -202,11 +202,7 @@ class Follower:
         route = self._writes_on_blue()
         if route is None:
             return CycleReport(state.watermark_lsn, 0, 0, len(state.pending), 0, 0.0)
-        snapshot = BlueSnapshot(
-            self.settings.blue_dsn,
-            self.domain.source,
-            create_timeout_s=self.settings.snapshot.slot_create_timeout_s,
-        )
+        snapshot = blue_snapshot(self.settings, self.domain)
         try:
             taken_at = datetime.now(UTC)
             version = snapshot.version

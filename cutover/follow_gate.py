@@ -31,9 +31,8 @@ from cutover import fence, follow_state
 from cutover.differences import VerifyReport
 from cutover.follow import recheck
 from cutover.gate import Gate
-from cutover.verify import keep_figures
+from cutover.verify import blue_snapshot, keep_figures
 from cutover.verify_hold import verify_holding
-from producers.snapshot.reader import BlueSnapshot
 from schemas.domain import Domain
 from schemas.lsn import format_lsn
 
@@ -51,9 +50,7 @@ def followed(
         state = follow_state.read(conn)
     if state is None or state.heartbeat_age_s > FRESH_S:
         return None
-    snapshot = BlueSnapshot(
-        settings.blue_dsn, domain.source, create_timeout_s=settings.snapshot.slot_create_timeout_s
-    )
+    snapshot = blue_snapshot(settings, domain)
     try:
         assert snapshot.version.lsn >= at.lsn  # taken after the lag gate's fence
         fence.waiter(settings, timeout_s)(snapshot.version.lsn)

@@ -50,6 +50,7 @@ __all__ = [
     "VerifyReport",
     "blue_aggregates",
     "blue_query",
+    "blue_snapshot",
     "classify",
     "compare",
     "keep_figures",
@@ -93,6 +94,14 @@ def blue_aggregates(
 # -- one round ---------------------------------------------------------------------------------
 
 
+def blue_snapshot(settings: Settings, domain: Domain) -> BlueSnapshot:
+    """A consistent view of blue's source table (a temporary slot's), as every
+    verification reads blue."""
+    return BlueSnapshot(
+        settings.blue_dsn, domain.source, create_timeout_s=settings.snapshot.slot_create_timeout_s
+    )
+
+
 def _round(
     settings: Settings,
     domain: Domain,
@@ -100,9 +109,7 @@ def _round(
     only: Collection[Any] | None,
     wait_for: Callable[[int], None] | None,
 ) -> tuple[VerifyReport, list[Aggregate]]:
-    snapshot = BlueSnapshot(
-        settings.blue_dsn, domain.source, create_timeout_s=settings.snapshot.slot_create_timeout_s
-    )
+    snapshot = blue_snapshot(settings, domain)
     try:
         version = snapshot.version
         if wait_for is not None:
