@@ -82,6 +82,18 @@ def recheck(
     return report
 
 
+def to_recheck(
+    state: follow_state.FollowState, queued: set[str] | None, left: int, max_keys: int
+) -> set[str] | None:
+    """What a recheck past watermark `state` covers: the aggregates queued since it and
+    those moving or different at it. None when only a full verification will do: a
+    TRUNCATE was queued, or more than `max_keys` (the snapshot's backlog) — every queue
+    row must be read for a watermark to hold."""
+    if queued is None or left or len(queued) > max_keys:
+        return None
+    return queued | set(state.pending) | set(state.differing)
+
+
 class Follower:
     def __init__(
         self,
@@ -210,12 +222,10 @@ class Follower:
             with db.connect(self.settings.green_dsn, autocommit=True) as conn:
                 ids, queued, left = touched.read(conn, limit=self.max_keys)
                 sweep = self._sweep.next_slice(conn, snapshot)
-            if queued is None or left or len(queued) > self.max_keys:
-                # A TRUNCATE, or more than a recheck is worth (the snapshot's backlog):
-                # every row must be read for the watermark to hold, so verify everything.
+            rechecked = to_recheck(state, queued, left, self.max_keys)
+            if rechecked is None:
                 snapshot.close()
                 return self.full_pass()
-            rechecked = queued | set(state.pending) | set(state.differing)
             keys = rechecked | set(sweep)
             report = recheck(self.settings, self.domain, snapshot, keys)
         finally:

@@ -29,7 +29,7 @@ from bluegreen.core.config import Settings
 from consumers import touched
 from cutover import fence, follow_state
 from cutover.differences import VerifyReport
-from cutover.follow import recheck
+from cutover.follow import recheck, to_recheck
 from cutover.gate import Gate
 from cutover.verify import blue_snapshot, keep_figures
 from cutover.verify_hold import verify_holding
@@ -59,9 +59,9 @@ def followed(
             current = follow_state.read(conn)
             _ids, queued, left = touched.read(conn, limit=MAX_KEYS)
             conn.rollback()
-        if current is None or queued is None or left or len(queued) > MAX_KEYS:
+        keys = None if current is None else to_recheck(current, queued, left, MAX_KEYS)
+        if current is None or keys is None:
             return None
-        keys = queued | set(current.pending) | set(current.differing)
         report = recheck(settings, domain, snapshot, keys)
     finally:
         snapshot.close()
